@@ -1,0 +1,3 @@
+"""vlarl: online reinforcement learning for vision-language-action robot policies."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,132 @@
+"""Compose a command's config: dataclass defaults < preset YAML < --config file < dotted overrides.
+
+OmegaConf does the merging and type checks; this module turns its errors into messages that name
+the offending key path and, for unknown keys, the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from vlarl.config.schema import COMMANDS
+from vlarl.utils.io import atomic_write_text
+
+
+class ConfigError(ValueError):
+    """A config could not be built; the message says which key and what is valid."""
+
+
+def available_presets() -> list[str]:
+    files = resources.files("vlarl.config").joinpath("presets").iterdir()
+    return sorted(f.name[: -len(".yaml")] for f in files if f.name.endswith(".yaml"))
+
+
+def _read_preset(name: str) -> dict:
+    if name not in available_presets():
+        raise ConfigError(f"unknown preset {name!r}; available presets: {', '.join(available_presets())}")
+    text = resources.files("vlarl.config").joinpath("presets", f"{name}.yaml").read_text()
+    return OmegaConf.to_container(OmegaConf.create(text))
+
+
+def _read_yaml(path: str) -> dict:
+    if not Path(path).is_file():
+        raise ConfigError(f"config file not found: {path}")
+    data = OmegaConf.to_container(OmegaConf.load(path))
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return data
+
+
+def _all_sections() -> set[str]:
+    return {f.name for cls in COMMANDS.values() for f in dataclasses.fields(cls)}
+
+
+def _for_command(layer: dict, root: type, source: str) -> dict:
+    """Keep the sections ``root`` has; sections of other commands are dropped, others are errors."""
+    own = {f.name for f in dataclasses.fields(root)}
+    for key in layer:
+        if key not in _all_sections():
+            raise ConfigError(_unknown_key_message(key, sorted(_all_sections()), f"{source}: top level"))
+    return {k: v for k, v in layer.items() if k in own}
+
+
+def _unknown_key_message(key: str, valid: list[str], where: str) -> str:
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown key {key!r} in {where}{hint}; valid keys: {', '.join(valid)}"
+
+
+def _check_keys(layer: dict, cls: type, prefix: str, source: str) -> None:
+    """Raise ConfigError for keys of ``layer`` that the dataclass ``cls`` does not declare."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    for key, value in layer.items():
+        if key not in fields:
+            where = f"{source}: section {prefix.rstrip('.') or 'top level'}"
+            raise ConfigError(_unknown_key_message(key, sorted(fields), where))
+        if dataclasses.is_dataclass(fields[key]) and isinstance(value, dict):
+            _check_keys(value, fields[key], f"{prefix}{key}.", source)
+
+
+def _overrides_to_dict(overrides: list[str]) -> dict:
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value (e.g. env.num_envs=8)")
+    return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))
+
+
+def load_config(
+    command: str, preset: str | None = None, config_file: str | None = None, overrides: list[str] = ()
+) -> Any:
+    """Return the root dataclass of ``command`` with every layer merged and validated."""
+    if command not in COMMANDS:
+        raise ConfigError(f"unknown command {command!r}; commands: {', '.join(COMMANDS)}")
+    root = COMMANDS[command]
+    layers = []
+    if preset:
+        layers.append((_for_command(_read_preset(preset), root, f"preset {preset}"), f"preset {preset}"))
+    if config_file:
+        layers.append((_for_command(_read_yaml(config_file), root, config_file), config_file))
+    if overrides:
+        layers.append((_overrides_to_dict(list(overrides)), "command-line overrides"))
+    merged = OmegaConf.structured(root)
+    for layer, source in layers:
+        _check_keys(layer, root, "", source)
+        try:
+            merged = OmegaConf.merge(merged, layer)
+        except OmegaConfBaseException as e:
+            key = getattr(e, "full_key", None) or "?"
+            reason = str(e).splitlines()[0]
+            raise ConfigError(f"{source}: bad value for {key}: {reason}") from None
+    return OmegaConf.to_object(merged)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) if not typing.get_args(tp) else str(tp).replace("typing.", "")
+
+
+def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """Rows (dotted key, type, default, help) for every leaf field of the dataclass ``cls``."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    instance = cls()
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows += describe(tp, f"{prefix}{f.name}.")
+        else:
+            rows.append((f"{prefix}{f.name}", _type_name(tp), repr(getattr(instance, f.name)), f.metadata["help"]))
+    return rows

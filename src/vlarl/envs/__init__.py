@@ -1,0 +1,70 @@
+"""Vector envs: one interface (``base.VectorEnv``) over simulator backends.
+
+``make(cfg)`` builds the backend ``cfg.backend`` and returns a ``SyncVectorEnv`` (``num_workers=0``)
+or a ``SubprocVectorEnv`` (envs spread over ``num_workers`` processes, images in shared memory).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from vlarl.envs.base import EnvSpec, SyncVectorEnv, VectorEnv
+
+
+def _metaworld(cfg: Any):
+    from vlarl.envs.metaworld import MetaWorldBackend
+
+    return MetaWorldBackend(cfg)
+
+
+def _metaworld_expert(task: str):
+    from vlarl.envs.metaworld import MetaWorldExpert
+
+    return MetaWorldExpert(task)
+
+
+_BACKENDS: dict[str, Callable[[Any], Any]] = {"metaworld": _metaworld}
+_EXPERTS: dict[str, Callable[[str], Any]] = {"metaworld": _metaworld_expert}
+
+
+def register(name: str, backend: Callable[[Any], Any], expert: Callable[[str], Any] | None = None) -> None:
+    """Register a backend factory ``cfg -> Backend`` (and optionally ``task -> expert policy``)."""
+    _BACKENDS[name] = backend
+    if expert is not None:
+        _EXPERTS[name] = expert
+
+
+def available() -> list[str]:
+    return sorted(_BACKENDS)
+
+
+def make_backend(cfg: Any):
+    if cfg.backend not in _BACKENDS:
+        raise ValueError(f"unknown env backend {cfg.backend!r}; known backends: {', '.join(available())}")
+    try:
+        return _BACKENDS[cfg.backend](cfg)
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(
+            f"env backend {cfg.backend!r} needs its extra: pip install 'vlarl[{cfg.backend}]' ({e})"
+        ) from e
+
+
+def make_expert(backend: str, task: str):
+    """The scripted expert of ``task``: a callable ``state [S] -> action [A]``."""
+    if backend not in _EXPERTS:
+        raise ValueError(f"backend {backend!r} has no scripted experts; backends with experts: {sorted(_EXPERTS)}")
+    return _EXPERTS[backend](task)
+
+
+def make(cfg: Any) -> VectorEnv:
+    """A vector env for ``cfg`` (an ``EnvConfig``)."""
+    if cfg.num_workers <= 0:
+        return SyncVectorEnv(make_backend(cfg), cfg)
+    from vlarl.envs.subproc import SubprocVectorEnv
+
+    make_backend(cfg)  # fail fast on bad configs and pick the GL backend before workers start
+    return SubprocVectorEnv(cfg)
+
+
+__all__ = ["EnvSpec", "SyncVectorEnv", "VectorEnv", "available", "make", "make_backend", "make_expert", "register"]

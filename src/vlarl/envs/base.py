@@ -1,0 +1,222 @@
+"""The vector-env contract and its in-process implementation.
+
+Shapes (B envs, K actions per chunk, A action dims, V cameras, P proprio dims, S state dims):
+
+- ``reset(seed=None, options=None) -> obs``
+- ``step(actions [B, A]) -> obs, reward [B], terminated [B], truncated [B], info``
+- ``step_chunk(actions [B, K, A]) -> obs, reward [B, K], terminated [B, K], truncated [B, K], info``
+
+``obs`` is a dict: ``image`` uint8 ``[B, V, H, W, 3]`` (upright), ``proprio`` float32 ``[B, P]``,
+``state`` float32 ``[B, S]`` (privileged simulator state, for scripted experts and critics; a policy
+must not read it) and ``instruction`` ``list[str]`` of length B.
+
+Actions are float in [-1, 1] (values outside are clipped).
+
+**Auto-reset (same step).** When an env's episode ends (terminated or truncated) the env is reset
+at once: the returned ``obs`` row is the first observation of the next episode, and the last
+observation of the finished one is in ``info["final_image"|"final_proprio"|"final_state"]`` (rows
+are only meaningful where the episode ended). ``terminated`` means a true end (success when
+``terminate_on_success``), so a value-based learner must not bootstrap from it; ``truncated``
+means the step limit was hit (or the worker crashed and was restarted), where one bootstraps from
+the final observation. The two are never both true.
+
+**Chunks.** ``step_chunk`` runs the K actions of each env in order. An env whose episode ends at
+chunk index k stops there: actions k+1.. are ignored, ``reward[b, k+1:] = 0``,
+``info["valid"][b, k+1:] = False``, and the flags are set at index k only.
+
+Every step's ``info`` has ``success`` ``[B]`` (the simulator's success signal at any executed
+step of this call), ``episode_success`` / ``episode_length`` ``[B]`` (valid where the episode
+ended), ``task_index`` ``[B]`` (into ``spec.tasks``) and ``valid`` ``[B, K]`` (chunks only).
+
+**Seeding.** ``reset(seed=s)`` gives env b the generator ``default_rng([s, b])``: results depend on
+the seed and the env's index only, not on how envs are spread over worker processes.
+``options`` may hold ``task`` (a list of B task names or None) and ``init_state`` (a list of B
+indices into the task's fixed evaluation set, or None for a fresh random draw); they apply to
+this reset only, later auto-resets draw random initial states of the env's current task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What a policy needs to know about a vector env."""
+
+    num_envs: int
+    action_dim: int
+    proprio_dim: int
+    state_dim: int
+    num_views: int
+    image_size: int
+    tasks: tuple[str, ...]
+    instructions: dict[str, str] = field(default_factory=dict)
+    max_episode_steps: int = 0
+
+    @property
+    def image_shape(self) -> tuple[int, int, int, int]:
+        return (self.num_views, self.image_size, self.image_size, 3)
+
+
+@runtime_checkable
+class VectorEnv(Protocol):
+    spec: EnvSpec
+
+    def reset(self, seed: int | None = None, options: dict | None = None) -> dict[str, Any]: ...
+
+    def step(self, actions: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict]: ...
+
+    def step_chunk(self, actions: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict]: ...
+
+    def close(self) -> None: ...
+
+
+class SingleEnv(Protocol):
+    """One simulator instance of one task; what a backend implements."""
+
+    instruction: str
+
+    init_state: np.ndarray | None  # the initial-state vector of the current episode
+
+    def reset(self, init_state: np.ndarray | None, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Start an episode from ``init_state`` (None: draw one from ``rng``).
+
+        Returns image [V,H,W,3] uint8, proprio [P] float32, state [S] float32.
+        """
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool]:
+        """Apply ``action [A]``; returns (obs, reward, success)."""
+
+    def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    """A simulator family: builds single envs and knows its task sets."""
+
+    def make_env(self, task: str) -> SingleEnv: ...
+
+    def eval_init_states(self, task: str) -> np.ndarray:
+        """The fixed, seeded evaluation initial states of ``task``: ``[N, D]``."""
+
+    def spec(self, num_envs: int) -> EnvSpec: ...
+
+
+OBS_KEYS = ("image", "proprio", "state")
+
+
+class SyncVectorEnv:
+    """B single envs stepped in this process; env b runs task ``tasks[b % len(tasks)]``.
+
+    ``env_ids`` are the global indices of these envs (a worker process holds a slice), used for
+    seeding and task assignment so that any split gives the same results.
+    """
+
+    def __init__(self, backend: Backend, cfg: Any, env_ids: list[int] | None = None):
+        self.cfg = cfg
+        self.backend = backend
+        self.spec = backend.spec(cfg.num_envs)
+        self.env_ids = list(range(cfg.num_envs)) if env_ids is None else list(env_ids)
+        tasks = self.spec.tasks
+        self.task = [tasks[i % len(tasks)] for i in self.env_ids]
+        self._envs: list[dict[str, SingleEnv]] = [{} for _ in self.env_ids]
+        self._rng = [np.random.default_rng([0, i]) for i in self.env_ids]
+        self._t = np.zeros(len(self.env_ids), dtype=np.int64)
+        self._ever_success = np.zeros(len(self.env_ids), dtype=bool)
+        self._obs: list[dict[str, np.ndarray]] = [{} for _ in self.env_ids]
+
+    def _env(self, b: int) -> SingleEnv:
+        if self.task[b] not in self._envs[b]:
+            self._envs[b][self.task[b]] = self.backend.make_env(self.task[b])
+        return self._envs[b][self.task[b]]
+
+    def _reset_one(self, b: int, init_index: int | None = None) -> None:
+        init_state = None if init_index is None else self.backend.eval_init_states(self.task[b])[init_index]
+        self._obs[b] = self._env(b).reset(init_state, self._rng[b])
+        self._t[b] = 0
+        self._ever_success[b] = False
+
+    def _batch(self) -> dict[str, Any]:
+        obs = {k: np.stack([o[k] for o in self._obs]) for k in OBS_KEYS}
+        obs["instruction"] = [self._env(b).instruction for b in range(len(self.env_ids))]
+        return obs
+
+    def reset(self, seed: int | None = None, options: dict | None = None) -> dict[str, Any]:
+        options = options or {}
+        unknown = set(options) - {"task", "init_state"}
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; valid: ['init_state', 'task']")
+        n = len(self.env_ids)
+        if seed is not None:
+            self._rng = [np.random.default_rng([seed, i]) for i in self.env_ids]
+        tasks = options.get("task") or [None] * n
+        inits = options.get("init_state") or [None] * n
+        if len(tasks) != n or len(inits) != n:
+            raise ValueError(f"reset options must hold one entry per env ({n})")
+        for b in range(n):
+            if tasks[b] is not None:
+                if tasks[b] not in self.spec.tasks:
+                    raise ValueError(f"unknown task {tasks[b]!r}; tasks of this env: {list(self.spec.tasks)}")
+                self.task[b] = tasks[b]
+            self._reset_one(b, inits[b])
+        return self._batch()
+
+    def step(self, actions: np.ndarray):
+        actions = np.asarray(actions)
+        if actions.ndim != 2:
+            raise ValueError(f"step expects actions [B, A], got shape {actions.shape}")
+        obs, reward, term, trunc, info = self.step_chunk(actions[:, None])
+        info.pop("valid")
+        return obs, reward[:, 0], term[:, 0], trunc[:, 0], info
+
+    def step_chunk(self, actions: np.ndarray):
+        if not self._obs[0]:
+            raise RuntimeError("call reset() before step()/step_chunk()")
+        actions = np.asarray(actions, dtype=np.float64)
+        n, a = len(self.env_ids), self.spec.action_dim
+        if actions.ndim != 3 or actions.shape[0] != n or actions.shape[2] != a:
+            raise ValueError(f"step_chunk expects actions [B={n}, K, A={a}], got shape {actions.shape}")
+        actions = np.clip(actions, -1.0, 1.0)
+        k_len = actions.shape[1]
+        reward = np.zeros((n, k_len), np.float32)
+        term = np.zeros((n, k_len), bool)
+        trunc = np.zeros((n, k_len), bool)
+        valid = np.zeros((n, k_len), bool)
+        success = np.zeros(n, bool)
+        ep_success = np.zeros(n, bool)
+        ep_length = np.zeros(n, np.int64)
+        final = {key: np.zeros((n, *self._obs[0][key].shape), self._obs[0][key].dtype) for key in OBS_KEYS}
+        for b in range(n):
+            for k in range(k_len):
+                self._obs[b], r, succ = self._env(b).step(actions[b, k])
+                self._t[b] += 1
+                valid[b, k] = True
+                reward[b, k] = r
+                success[b] |= succ
+                self._ever_success[b] |= succ
+                term[b, k] = succ and self.cfg.terminate_on_success
+                trunc[b, k] = not term[b, k] and self._t[b] >= self.cfg.max_episode_steps
+                if term[b, k] or trunc[b, k]:
+                    for key in OBS_KEYS:
+                        final[key][b] = self._obs[b][key]
+                    ep_success[b], ep_length[b] = self._ever_success[b], self._t[b]
+                    self._reset_one(b)
+                    break
+        info = {
+            "success": success,
+            "episode_success": ep_success,
+            "episode_length": ep_length,
+            "task_index": np.array([self.spec.tasks.index(t) for t in self.task]),
+            "valid": valid,
+            **{f"final_{key}": final[key] for key in OBS_KEYS},
+        }
+        return self._batch(), reward, term, trunc, info
+
+    def close(self) -> None:
+        for envs in self._envs:
+            for env in envs.values():
+                env.close()
+        self._envs = [{} for _ in self.env_ids]

@@ -1,0 +1,1 @@
+"""Small helpers shared by every driver: atomic file I/O, seeding."""
