@@ -38,6 +38,8 @@ class EnvConfig:
     cameras: list[str] = doc(["corner"], "Camera names rendered into obs['image'] (V views); [] renders nothing.")
     image_size: int = doc(128, "Square image side in pixels (64-224).")
     shadows: bool = doc(False, "Render shadows (about 4x slower on software GL).")
+    reflections: bool = doc(False, "Render reflections (about 1.3x slower on software GL).")
+    antialias: bool = doc(False, "4x multisample anti-aliasing (about 1.7x slower on software GL).")
     goal_marker_size: float = doc(
         0.03, "Radius (m) of the rendered goal marker; 0 keeps MetaWorld's own (often hidden) sites."
     )

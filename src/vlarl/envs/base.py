@@ -58,6 +58,11 @@ class EnvSpec:
     max_episode_steps: int = 0
 
     @property
+    def env_tasks(self) -> tuple[str, ...]:
+        """The task each env index runs until a reset option changes it: ``tasks[b % len(tasks)]``."""
+        return tuple(self.tasks[b % len(self.tasks)] for b in range(self.num_envs))
+
+    @property
     def image_shape(self) -> tuple[int, int, int, int]:
         return (self.num_views, self.image_size, self.image_size, 3)
 
@@ -120,8 +125,7 @@ class SyncVectorEnv:
         self.backend = backend
         self.spec = backend.spec(cfg.num_envs)
         self.env_ids = list(range(cfg.num_envs)) if env_ids is None else list(env_ids)
-        tasks = self.spec.tasks
-        self.task = [tasks[i % len(tasks)] for i in self.env_ids]
+        self.task = [self.spec.env_tasks[i] for i in self.env_ids]
         self._envs: list[dict[str, SingleEnv]] = [{} for _ in self.env_ids]
         self._rng = [np.random.default_rng([0, i]) for i in self.env_ids]
         self._t = np.zeros(len(self.env_ids), dtype=np.int64)

@@ -27,6 +27,11 @@ def ensure_gl() -> str:
     """
     if os.environ.get("MUJOCO_GL"):
         return os.environ["MUJOCO_GL"]
+    if "mujoco" in sys.modules:
+        raise RuntimeError(
+            "mujoco was imported before vlarl chose a headless GL backend, so it cannot render; "
+            "set MUJOCO_GL=egl (or osmesa) in the environment, or create vlarl envs before importing mujoco."
+        )
     for name, env in _BACKENDS.items():
         if _works(env):
             os.environ.update(env)

@@ -1,0 +1,27 @@
+"""Run folders and config fingerprints."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from vlarl.config.loader import save_config
+
+
+def config_hash(*sections: Any) -> str:
+    """A short stable fingerprint of dataclass sections (used to reuse cached artefacts)."""
+    blob = json.dumps([dataclasses.asdict(s) for s in sections], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def make_run_dir(cfg: Any, command: str, preset: str | None) -> Path:
+    """Create ``<output_dir>/<name>`` and write the resolved config there as ``config.yaml``."""
+    name = cfg.run.name or f"{command}-{preset or 'custom'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path = Path(cfg.run.output_dir) / name
+    path.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, path / "config.yaml")
+    return path
