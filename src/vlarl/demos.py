@@ -88,11 +88,16 @@ def collect_demos(cfg: DemosCommand, console: Console | None = None) -> Path:
                 if success or cfg.demos.keep == "all":
                     writer.add_episode(task, prev["instruction"][b], {k: np.stack(v) for k, v in ep.items()})
         bar.close()
-        writer.close({
-            "backend": cfg.env.backend, "tasks": list(spec.tasks), "instructions": spec.instructions,
-            "config": {"env": dataclasses.asdict(cfg.env), "demos": dataclasses.asdict(cfg.demos)},
-            "config_hash": _fingerprint(cfg), "expert_stats": stats,
-        })
+        writer.close(
+            {
+                "backend": cfg.env.backend,
+                "tasks": list(spec.tasks),
+                "instructions": spec.instructions,
+                "config": {"env": dataclasses.asdict(cfg.env), "demos": dataclasses.asdict(cfg.demos)},
+                "config_hash": _fingerprint(cfg),
+                "expert_stats": stats,
+            }
+        )
     except BaseException:
         writer.abort()
         raise
@@ -116,6 +121,11 @@ def expert_table(stats: dict[str, dict[str, Any]]) -> Table:
         table.add_row(task, str(s["attempts"]), str(s["success"]), f"{s['success'] / n:.0%}", f"{s['steps'] / n:.0f}")
     total = {k: sum(s[k] for s in stats.values()) for k in ("attempts", "success", "steps")}
     n = max(total["attempts"], 1)
-    table.add_row("[bold]all", str(total["attempts"]), str(total["success"]), f"{total['success'] / n:.0%}",
-                  f"{total['steps'] / n:.0f}")
+    table.add_row(
+        "[bold]all",
+        str(total["attempts"]),
+        str(total["success"]),
+        f"{total['success'] / n:.0%}",
+        f"{total['steps'] / n:.0f}",
+    )
     return table

@@ -12,9 +12,7 @@ _BACKENDS = {"egl": {"MUJOCO_GL": "egl"}, "osmesa": {"MUJOCO_GL": "osmesa", "PYO
 
 def _works(env: dict[str, str]) -> bool:
     try:
-        res = subprocess.run(
-            [sys.executable, "-c", _PROBE], env={**os.environ, **env}, capture_output=True, timeout=60
-        )
+        res = subprocess.run([sys.executable, "-c", _PROBE], env={**os.environ, **env}, capture_output=True, timeout=60)
     except subprocess.TimeoutExpired:
         return False
     return res.returncode == 0

@@ -150,11 +150,7 @@ class MetaWorldEnv:
         for cam in self.cameras:
             self.renderer.update_scene(self.env.data, camera=cam)
             views.append(self.renderer.render()[::-1])
-        image = (
-            np.stack(views)
-            if views
-            else np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
-        )
+        image = np.stack(views) if views else np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
         raw = raw.astype(np.float32)
         return {"image": image, "proprio": raw[:PROPRIO_DIM].copy(), "state": raw}
 
@@ -195,7 +191,7 @@ class MetaWorldBackend:
     def make_env(self, task: str) -> MetaWorldEnv:
         return MetaWorldEnv(task, self.cfg)
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019 - one backend per vector env, few tasks
+    @functools.cache  # noqa: B019 - one backend per vector env, few tasks
     def eval_init_states(self, task: str) -> np.ndarray:
         """``[num_eval_init_states, D]`` rand_vecs, the same in every process for the same config."""
         scratch = MetaWorldEnv(task, _no_render(self.cfg))

@@ -68,8 +68,11 @@ class SubprocVectorEnv:
         self.spec = make_backend(cfg).spec(cfg.num_envs)
         n = cfg.num_envs
         self.slices = [list(map(int, s)) for s in np.array_split(np.arange(n), min(cfg.num_workers, n))]
-        one = {"image": (self.spec.image_shape, "uint8"), "proprio": ((self.spec.proprio_dim,), "float32"),
-               "state": ((self.spec.state_dim,), "float32")}
+        one = {
+            "image": (self.spec.image_shape, "uint8"),
+            "proprio": ((self.spec.proprio_dim,), "float32"),
+            "state": ((self.spec.state_dim,), "float32"),
+        }
         self._shapes = {k: (n, *one[k.removeprefix("final_")][0]) for k in _SHM_KEYS}
         self._dtypes = {k: one[k.removeprefix("final_")][1] for k in _SHM_KEYS}
         self._ctx = mp.get_context("spawn")

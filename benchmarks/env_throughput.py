@@ -1,0 +1,165 @@
+"""Env steps per second of vlarl's MetaWorld vector env (MT10, random actions).
+
+Measures a single in-process env (``num_workers=0``) and ``SubprocVectorEnv`` with 1, 2 and 4 worker
+processes holding 2 envs each, rendering the ``corner`` camera at each image size and once without
+rendering. Each run resets with seed 0, takes a few warm-up steps, then times ``--steps`` vector steps
+(10x as many without rendering, which is much faster); episodes auto-reset every 200 steps, so resets
+are part of the timing. Reported: total env-steps/s (envs x steps / seconds), per env and per worker
+process (the in-process single env counts as one worker). Results are printed and written as JSON.
+
+Run from the repository root (the full run takes a few minutes on a 2-core machine):
+
+    python benchmarks/env_throughput.py [--steps N] [--sizes 64 128 224] [--workers 1 2 4] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from vlarl import envs
+from vlarl.config import load_config
+
+ENVS_PER_WORKER = 2
+NO_RENDER_FACTOR = 10
+DEFAULT_STEPS, QUICK_STEPS = 250, 10
+DEFAULT_WARMUP, QUICK_WARMUP = 10, 2
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "env_throughput.json"
+
+
+def measure(workers: int, num_envs: int, size: int | None, steps: int, warmup: int) -> dict:
+    """Time ``steps`` vector steps of one configuration; ``size=None`` renders nothing."""
+    cameras = "[corner]" if size else "[]"
+    overrides = [
+        f"env.num_envs={num_envs}",
+        f"env.num_workers={workers}",
+        f"env.image_size={size or 64}",
+        f"env.cameras={cameras}",
+        "env.task_set=MT10",
+    ]
+    venv = envs.make(load_config("demos", overrides=overrides).env)
+    try:
+        shape = (warmup + steps, num_envs, venv.spec.action_dim)
+        actions = np.random.default_rng(0).uniform(-1.0, 1.0, shape)
+        venv.reset(seed=0)
+        for a in actions[:warmup]:
+            venv.step(a)
+        start = time.perf_counter()
+        for a in actions[warmup:]:
+            venv.step(a)
+        seconds = time.perf_counter() - start
+    finally:
+        venv.close()
+    total = num_envs * steps / seconds
+    return {
+        "mode": "vector env" if workers else "single env",
+        "workers": workers,
+        "envs": num_envs,
+        "image_px": size,
+        "render": bool(size),
+        "steps": steps,
+        "seconds": round(seconds, 3),
+        "steps_per_s": round(total, 1),
+        "steps_per_s_per_env": round(total / num_envs, 1),
+        "steps_per_s_per_worker": round(total / max(workers, 1), 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    steps_help = f"timed vector steps with rendering (default {DEFAULT_STEPS}, {QUICK_STEPS} with --quick)"
+    parser.add_argument("--steps", type=int, help=f"{steps_help}; x{NO_RENDER_FACTOR} without rendering")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 224], help="image sizes (px)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1, 2, 4],
+        help=f"worker counts of the vector env ({ENVS_PER_WORKER} envs per worker)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="JSON output path (default: %(default)s)"
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny step counts, for a smoke run")
+    args = parser.parse_args()
+    steps = args.steps or (QUICK_STEPS if args.quick else DEFAULT_STEPS)
+    warmup = QUICK_WARMUP if args.quick else DEFAULT_WARMUP
+
+    console = Console()
+    console.width = max(console.width, 110)  # the table needs ~110 columns; pipes default to 80
+    load_start = os.getloadavg()
+    configs = [(0, 1)] + [(w, w * ENVS_PER_WORKER) for w in args.workers]
+    rows = []
+    for workers, num_envs in configs:
+        for size in [*args.sizes, None]:
+            n = steps if size else steps * NO_RENDER_FACTOR
+            row = measure(workers, num_envs, size, n, warmup)
+            console.log(f"workers={workers} envs={num_envs} px={size or '-'}: {row['steps_per_s']} steps/s")
+            rows.append(row)
+
+    table = Table(title=f"MetaWorld env throughput ({steps} steps; x{NO_RENDER_FACTOR} without rendering)")
+    for col in (
+        "mode",
+        "workers",
+        "envs",
+        "image px",
+        "render",
+        "steps/s (total)",
+        "steps/s per env",
+        "steps/s per worker",
+    ):
+        table.add_column(col, justify="left" if col == "mode" else "right")
+    for r in rows:
+        table.add_row(
+            r["mode"],
+            str(r["workers"]),
+            str(r["envs"]),
+            str(r["image_px"] or "-"),
+            "yes" if r["render"] else "no",
+            f"{r['steps_per_s']:.1f}",
+            f"{r['steps_per_s_per_env']:.1f}",
+            f"{r['steps_per_s_per_worker']:.1f}",
+        )
+    console.print(table)
+
+    result = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "mujoco_gl": os.environ.get("MUJOCO_GL"),
+            "load_avg_start": load_start,
+            "load_avg_end": os.getloadavg(),
+            "packages": {p: metadata.version(p) for p in ("metaworld", "mujoco", "numpy")},
+        },
+        "params": {
+            "steps": steps,
+            "no_render_steps": steps * NO_RENDER_FACTOR,
+            "warmup": warmup,
+            "sizes": args.sizes,
+            "workers": args.workers,
+            "envs_per_worker": ENVS_PER_WORKER,
+            "task_set": "MT10",
+            "camera": "corner",
+            "quick": args.quick,
+        },
+        "rows": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    console.print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
