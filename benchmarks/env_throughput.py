@@ -5,7 +5,9 @@ processes holding 2 envs each, rendering the ``corner`` camera at each image siz
 rendering. Each run resets with seed 0, takes a few warm-up steps, then times ``--steps`` vector steps
 (10x as many without rendering, which is much faster); episodes auto-reset every 200 steps, so resets
 are part of the timing. Reported: total env-steps/s (envs x steps / seconds), per env and per worker
-process (the in-process single env counts as one worker). Results are printed and written as JSON.
+process (the in-process single env counts as one worker). Env b runs MT10 task b % 10, so the single
+env always runs reach-v3. Results are printed and written as JSON (``--out``, by default
+``benchmarks/results/env_throughput.json``).
 
 Run from the repository root (the full run takes a few minutes on a 2-core machine):
 
@@ -87,9 +89,7 @@ def main() -> None:
         default=[1, 2, 4],
         help=f"worker counts of the vector env ({ENVS_PER_WORKER} envs per worker)",
     )
-    parser.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help="JSON output path (default: %(default)s)"
-    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="tiny step counts, for a smoke run")
     args = parser.parse_args()
     steps = args.steps or (QUICK_STEPS if args.quick else DEFAULT_STEPS)

@@ -216,6 +216,7 @@ def test_crashed_worker_is_restarted():
     obs, reward, term, trunc, info = v.step(np.zeros((2, 4)))
     assert info["worker_restarted"].tolist() == [False, True]
     assert trunc.tolist() == [False, True] and v.restarts == 1
+    assert info["task_index"].tolist() == [0, 1]
     obs, reward, term, trunc, info = v.step(np.zeros((2, 4)))  # keeps working
     assert not info["worker_restarted"].any() and obs["image"].std() > 5
     v.close()

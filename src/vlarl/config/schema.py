@@ -36,7 +36,7 @@ class EnvConfig:
     num_envs: int = doc(10, "Number of parallel envs B; env b runs task b % len(tasks).")
     num_workers: int = doc(1, "Worker processes; 0 runs the envs in this process (no subprocess).")
     cameras: list[str] = doc(["corner"], "Camera names rendered into obs['image'] (V views); [] renders nothing.")
-    image_size: int = doc(128, "Square image side in pixels (64-224).")
+    image_size: int = doc(128, "Square image side in pixels (16-512; 64-224 typical).")
     shadows: bool = doc(False, "Render shadows (about 4x slower on software GL).")
     reflections: bool = doc(False, "Render reflections (about 1.3x slower on software GL).")
     antialias: bool = doc(False, "4x multisample anti-aliasing (about 1.7x slower on software GL).")

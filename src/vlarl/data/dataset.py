@@ -30,8 +30,14 @@ import numpy as np
 from vlarl.utils.io import atomic_dir, atomic_write_json
 
 FORMAT, VERSION = "vlarl-demos", 1
-FIELDS = {"image": "uint8", "proprio": "float32", "state": "float32", "action": "float32",
-          "reward": "float32", "success": "bool"}
+FIELDS = {
+    "image": "uint8",
+    "proprio": "float32",
+    "state": "float32",
+    "action": "float32",
+    "reward": "float32",
+    "success": "bool",
+}
 
 
 class DemoWriter:
@@ -60,8 +66,16 @@ class DemoWriter:
         index = len(self.episodes)
         file = f"data/episode_{index:06d}.npz"
         np.savez_compressed(self._tmp / file, **arrays)
-        self.episodes.append({"episode_index": index, "task": task, "instruction": instruction,
-                              "length": length, "success": bool(arrays["success"].any()), "file": file})
+        self.episodes.append(
+            {
+                "episode_index": index,
+                "task": task,
+                "instruction": instruction,
+                "length": length,
+                "success": bool(arrays["success"].any()),
+                "file": file,
+            }
+        )
 
     def close(self, info: dict[str, Any]) -> Path:
         """Write the metadata and publish the folder; ``info`` is merged into ``meta/info.json``."""
@@ -69,10 +83,17 @@ class DemoWriter:
         with open(self._tmp / "meta" / "episodes.jsonl", "w") as f:
             for ep in self.episodes:
                 f.write(json.dumps(ep) + "\n")
-        atomic_write_json(self._tmp / "meta" / "info.json", {
-            "format": FORMAT, "version": VERSION, "num_episodes": len(self.episodes),
-            "num_frames": sum(ep["length"] for ep in self.episodes), "features": self.features, **info,
-        })
+        atomic_write_json(
+            self._tmp / "meta" / "info.json",
+            {
+                "format": FORMAT,
+                "version": VERSION,
+                "num_episodes": len(self.episodes),
+                "num_frames": sum(ep["length"] for ep in self.episodes),
+                "features": self.features,
+                **info,
+            },
+        )
         self._ctx.__exit__(None, None, None)
         return self.root
 
@@ -94,8 +115,10 @@ class DemoDataset:
             raise FileNotFoundError(f"{self.root} is not a vlarl demos dataset (no meta/info.json)")
         self.info = json.loads(info_path.read_text())
         if self.info.get("format") != FORMAT or self.info.get("version") != VERSION:
-            raise ValueError(f"{self.root}: format {self.info.get('format')} v{self.info.get('version')}, "
-                             f"expected {FORMAT} v{VERSION}")
+            raise ValueError(
+                f"{self.root}: format {self.info.get('format')} v{self.info.get('version')}, "
+                f"expected {FORMAT} v{VERSION}"
+            )
         with open(self.root / "meta" / "episodes.jsonl") as f:
             self.episodes = [json.loads(line) for line in f if line.strip()]
 
@@ -110,7 +133,6 @@ class DemoDataset:
         """All steps concatenated: each field ``[N, ...]``, plus ``episode_index`` [N] and ``instruction``."""
         parts = [self.episode(i) for i in range(len(self))]
         out = {k: np.concatenate([p[k] for p in parts]) for k in FIELDS}
-        out["episode_index"] = np.concatenate(
-            [np.full(ep["length"], ep["episode_index"]) for ep in self.episodes])
+        out["episode_index"] = np.concatenate([np.full(ep["length"], ep["episode_index"]) for ep in self.episodes])
         out["instruction"] = [ep["instruction"] for ep in self.episodes for _ in range(ep["length"])]
         return out

@@ -59,12 +59,12 @@ def make_expert(backend: str, task: str):
 
 def make(cfg: Any) -> VectorEnv:
     """A vector env for ``cfg`` (an ``EnvConfig``)."""
+    backend = make_backend(cfg)  # validates the config and picks the GL backend before workers start
     if cfg.num_workers <= 0:
-        return SyncVectorEnv(make_backend(cfg), cfg)
+        return SyncVectorEnv(backend, cfg)
     from vlarl.envs.subproc import SubprocVectorEnv
 
-    make_backend(cfg)  # fail fast on bad configs and pick the GL backend before workers start
-    return SubprocVectorEnv(cfg)
+    return SubprocVectorEnv(cfg, backend.spec(cfg.num_envs))
 
 
 __all__ = ["EnvSpec", "SyncVectorEnv", "VectorEnv", "available", "make", "make_backend", "make_expert", "register"]

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from vlarl.envs.base import OBS_KEYS, SyncVectorEnv
+from vlarl.envs.base import OBS_KEYS, EnvSpec, SyncVectorEnv
 
 _SHM_KEYS = OBS_KEYS + tuple(f"final_{k}" for k in OBS_KEYS)
 
@@ -61,11 +61,9 @@ def _worker(conn, cfg, env_ids, buffers, shapes, dtypes) -> None:
 class SubprocVectorEnv:
     """Same API and results as ``SyncVectorEnv`` for the same seeds (see ``vlarl.envs.base``)."""
 
-    def __init__(self, cfg: Any):
-        from vlarl.envs import make_backend
-
+    def __init__(self, cfg: Any, spec: EnvSpec):
         self.cfg = cfg
-        self.spec = make_backend(cfg).spec(cfg.num_envs)
+        self.spec = spec
         n = cfg.num_envs
         self.slices = [list(map(int, s)) for s in np.array_split(np.arange(n), min(cfg.num_workers, n))]
         one = {
@@ -175,7 +173,8 @@ class SubprocVectorEnv:
                     self._shared[f"final_{k}"][lo:hi] = self._shared[k][lo:hi]
                 self._restart(w)
                 restarted[lo:hi] = True
-                replies.append(_restart_reply(len(ids), k_len))
+                task_index = [self.spec.tasks.index(self.spec.env_tasks[i]) for i in ids]
+                replies.append(_restart_reply(np.array(task_index), k_len))
         reward, term, trunc = (np.concatenate([r[i] for r in replies]) for i in range(3))
         info = {key: np.concatenate([r[3][key] for r in replies]) for key in replies[0][3]}
         info.update({f"final_{k}": self._shared[f"final_{k}"].copy() for k in OBS_KEYS})
@@ -201,8 +200,9 @@ class SubprocVectorEnv:
             self.close()
 
 
-def _restart_reply(n: int, k_len: int) -> tuple:
+def _restart_reply(task_index: np.ndarray, k_len: int) -> tuple:
     """Rewards and flags of envs whose worker died: the episode is cut (truncated) at index 0."""
+    n = len(task_index)
     trunc = np.zeros((n, k_len), bool)
     trunc[:, 0] = True
     valid = np.zeros((n, k_len), bool)
@@ -210,7 +210,7 @@ def _restart_reply(n: int, k_len: int) -> tuple:
         "success": np.zeros(n, bool),
         "episode_success": np.zeros(n, bool),
         "episode_length": np.zeros(n, np.int64),
-        "task_index": np.zeros(n, np.int64),
+        "task_index": task_index,
         "valid": valid,
     }
     return np.zeros((n, k_len), np.float32), np.zeros((n, k_len), bool), trunc, info
