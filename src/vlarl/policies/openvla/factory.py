@@ -1,0 +1,76 @@
+"""Named architectures and the builder of an ``OpenVLAPolicy`` from scratch or from a checkpoint."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from vlarl.policies.openvla.action_tokenizer import ActionNormStats
+from vlarl.policies.openvla.modeling import PrismaticConfig, PrismaticVLA
+from vlarl.policies.openvla.policy import OpenVLAPolicy
+from vlarl.policies.openvla.text_tokenizer import build_byte_tokenizer
+
+LLAMA2_7B = dict(
+    hidden_size=4096,
+    intermediate_size=11008,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=32,
+    max_position_embeddings=2048,
+    rms_norm_eps=1e-6,
+    vocab_size=32064,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=32000,
+)
+TINY_LLAMA = dict(
+    hidden_size=256,
+    intermediate_size=704,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    max_position_embeddings=1024,
+    rms_norm_eps=1e-6,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=3,
+)
+
+ARCHS: dict[str, dict[str, Any]] = {
+    # SigLIP-style tower (64 px, patch 8 -> 64 patches) + 4-layer Llama, ~4M parameters.
+    "tiny": dict(timm_model_ids=["vlarl_tiny_siglip_p8"], image_sizes=[64], text_config=TINY_LLAMA),
+    # The same with a fused DINOv2-with-registers tower, as OpenVLA-7B fuses DINOv2 + SigLIP.
+    "tiny-fused": dict(
+        timm_model_ids=["vlarl_tiny_dinov2_p8", "vlarl_tiny_siglip_p8"], image_sizes=[64, 64], text_config=TINY_LLAMA
+    ),
+    # OpenVLA-7B (for GPU users; load real weights with policy.checkpoint=<folder>).
+    "openvla-7b": dict(
+        timm_model_ids=["vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"],
+        image_sizes=[224, 224],
+        text_config=LLAMA2_7B,
+        vision_backbone_id="dinosiglip-vit-so-224px",
+        llm_backbone_id="llama2-7b-pure",
+        prompt_suffix_id=29871,
+    ),
+}
+
+
+def build_config(arch: str, vocab_size: int, proprio_dim: int = 0) -> PrismaticConfig:
+    """The ``PrismaticConfig`` of a named architecture; tiny ones get ``vocab_size`` padded to 64."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown policy arch {arch!r}; archs: {', '.join(ARCHS)}")
+    spec = {**ARCHS[arch]}
+    text = dict(spec.pop("text_config"))
+    text.setdefault("vocab_size", int(math.ceil(vocab_size / 64) * 64))
+    return PrismaticConfig(text_config=text, proprio_dim=proprio_dim, **spec)
+
+
+def build_policy(
+    arch: str, action_dim: int, norm_stats: ActionNormStats | None = None, proprio_dim: int = 0, **policy_kwargs: Any
+) -> OpenVLAPolicy:
+    """A randomly initialised policy with vlarl's byte-level tokenizer (tiny archs)."""
+    tokenizer = build_byte_tokenizer()
+    model = PrismaticVLA(build_config(arch, len(tokenizer), proprio_dim))
+    return OpenVLAPolicy(
+        model, tokenizer, norm_stats or ActionNormStats.identity(action_dim), action_dim, **policy_kwargs
+    )

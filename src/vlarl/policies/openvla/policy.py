@@ -1,0 +1,191 @@
+"""``OpenVLAPolicy``: the Prismatic VLA as an RL policy (rollout ``act`` and learner ``evaluate``).
+
+Actions are decoded autoregressively, one token per action dim, with sampling restricted to the
+256 action ids: ``logits[..., action_ids] / temperature``. Log-probs and entropies are those of
+this restricted, tempered distribution (top-k/top-p only shape what is sampled, not the log-prob),
+so with equal weights ``act`` and ``evaluate`` give the same log-probs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vlarl.policies.openvla.action_tokenizer import ActionNormStats, ActionTokenizer
+from vlarl.policies.openvla.modeling import PrismaticVLA
+
+VALUE_POSITIONS = ("last_prompt", "first_action", "mean")
+
+
+class ValueHead(nn.Module):
+    """MLP hidden -> 512 -> 128 -> 1 with GELU (RL4VLA's shared actor-critic head)."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(hidden, 512), nn.GELU(), nn.Linear(512, 128), nn.GELU(), nn.Linear(128, 1))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h.float()).squeeze(-1)
+
+
+@dataclass
+class ActOutput:
+    """Rollout output for B envs and A action dims."""
+
+    actions: np.ndarray  # [B, A] env actions (un-normalised)
+    tokens: torch.Tensor  # [B, A] int64 sampled token ids
+    logprob: torch.Tensor  # [B, A] per-token log-probs (sum over A for the action log-prob)
+    value: torch.Tensor  # [B]
+    inputs: dict[str, torch.Tensor]  # the model inputs, for the learner
+
+
+class OpenVLAPolicy(nn.Module):
+    def __init__(
+        self,
+        model: PrismaticVLA,
+        tokenizer: Any,
+        norm_stats: ActionNormStats,
+        action_dim: int,
+        prompt: str = "In: What action should the robot take to {instruction}?\nOut:",
+        value_position: str = "last_prompt",
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+    ):
+        super().__init__()
+        if value_position not in VALUE_POSITIONS:
+            raise ValueError(f"value_position={value_position!r}; choose one of {VALUE_POSITIONS}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.action_tokenizer = ActionTokenizer(len(tokenizer), model.config.n_action_bins)
+        self.norm_stats = norm_stats
+        self.action_dim = action_dim
+        self.prompt = prompt
+        self.value_position = value_position
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.value_head = ValueHead(model.hidden_size)
+        if self.action_tokenizer.vocab_size > model.language_model.config.vocab_size:
+            raise ValueError("the tokenizer is larger than the language model's vocabulary")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def action_ids(self) -> torch.Tensor:
+        first = self.action_tokenizer.first_id
+        return torch.arange(first, first + self.action_tokenizer.n_bins, device=self.device)
+
+    def prepare(self, obs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Env observations -> model inputs: pixel_values [B,V,C,S,S], input_ids/attention_mask [B,L], proprio."""
+        images = torch.as_tensor(np.asarray(obs["image"]), device=self.device)
+        b, v = images.shape[:2]
+        pixels = self.model.vision_backbone.normalize(images.flatten(0, 1))
+        prompts = [self.prompt.format(instruction=text.lower().rstrip(".")) for text in obs["instruction"]]
+        ids = [self.tokenizer(p).input_ids for p in prompts]
+        if self.model.config.prompt_suffix_id is not None:
+            ids = [
+                x if x[-1] == self.model.config.prompt_suffix_id else [*x, self.model.config.prompt_suffix_id]
+                for x in ids
+            ]
+        length = max(len(x) for x in ids)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (length - len(x)) + x for x in ids], device=self.device)
+        mask = torch.tensor([[0] * (length - len(x)) + [1] * len(x) for x in ids], device=self.device)
+        out = {"pixel_values": pixels.reshape(b, v, *pixels.shape[1:]), "input_ids": input_ids, "attention_mask": mask}
+        if self.model.proprio_projector is not None:
+            out["proprio"] = torch.as_tensor(np.asarray(obs["proprio"]), device=self.device, dtype=torch.float32)
+        return out
+
+    def _restricted(self, logits: torch.Tensor) -> torch.Tensor:
+        """Full-vocab logits [..., V] -> tempered log-probs over the 256 action ids [..., 256]."""
+        first = self.action_tokenizer.first_id
+        sliced = logits[..., first : first + self.action_tokenizer.n_bins].float()
+        return torch.log_softmax(sliced / self.temperature, dim=-1)
+
+    def _value(self, hidden: torch.Tensor, mask: torch.Tensor, first_action_hidden: torch.Tensor) -> torch.Tensor:
+        if self.value_position == "last_prompt":
+            return self.value_head(hidden[:, -1])
+        if self.value_position == "first_action":
+            return self.value_head(first_action_hidden)
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return self.value_head((hidden * m).sum(1) / m.sum(1).clamp(min=1))
+
+    def _sample(self, logp: torch.Tensor, greedy: bool, generator: torch.Generator | None) -> torch.Tensor:
+        if greedy:
+            return logp.argmax(-1)
+        masked = logp.clone()
+        if self.top_k > 0:
+            kth = masked.topk(min(self.top_k, masked.shape[-1]), dim=-1).values[..., -1:]
+            masked[masked < kth] = -float("inf")
+        if self.top_p < 1.0:
+            sorted_lp, order = masked.sort(dim=-1, descending=True)
+            cum = sorted_lp.softmax(-1).cumsum(-1)
+            drop = cum - sorted_lp.softmax(-1) >= self.top_p
+            masked.scatter_(-1, order, sorted_lp.masked_fill(drop, -float("inf")))
+        return torch.multinomial(masked.softmax(-1), 1, generator=generator).squeeze(-1)
+
+    @torch.no_grad()
+    def act(self, obs: dict[str, Any], greedy: bool = False, generator: torch.Generator | None = None) -> ActOutput:
+        """One batched call for all envs: decode A action tokens with a KV cache."""
+        inputs = self.prepare(obs)
+        embeds, mask = self.model.embed_prefix(**inputs)
+        from transformers import DynamicCache
+
+        logits, hidden, cache = self.model.run_llm(embeds, mask, past_key_values=DynamicCache())
+        prefix_hidden, prefix_mask = hidden, mask
+        first_id = self.action_tokenizer.first_id
+        tokens, logps = [], []
+        first_action_hidden = None
+        for a in range(self.action_dim):
+            logp = self._restricted(logits[:, -1])
+            idx = self._sample(logp, greedy, generator)
+            tokens.append(idx + first_id)
+            logps.append(logp.gather(-1, idx.unsqueeze(-1)).squeeze(-1))
+            if a == self.action_dim - 1 and self.value_position != "first_action":
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            tok_embeds = self.model.language_model.get_input_embeddings()(tokens[-1].unsqueeze(1))
+            logits, hidden, cache = self.model.run_llm(tok_embeds, mask, past_key_values=cache)
+            if a == 0:
+                first_action_hidden = hidden[:, -1]
+        tokens_t = torch.stack(tokens, dim=1)
+        value = self._value(prefix_hidden, prefix_mask, first_action_hidden)
+        normalised = self.action_tokenizer.decode(tokens_t.cpu().numpy())
+        return ActOutput(self.norm_stats.unnormalize(normalised), tokens_t, torch.stack(logps, dim=1), value, inputs)
+
+    def forward_tokens(self, inputs: dict[str, torch.Tensor], tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Teacher-forced pass over prefix + ``tokens [B, A]``.
+
+        Returns logits predicting each action token ``[B, A, V]``, prefix hidden ``[B, S, D]``,
+        prefix mask ``[B, S]`` and the hidden state at the first action token ``[B, D]``.
+        """
+        embeds, mask = self.model.embed_prefix(**inputs)
+        s = embeds.shape[1]
+        tok_embeds = self.model.language_model.get_input_embeddings()(tokens)
+        full_mask = torch.cat([mask, torch.ones_like(tokens)], dim=1)
+        logits, hidden, _ = self.model.run_llm(torch.cat([embeds, tok_embeds], dim=1), full_mask)
+        return logits[:, s - 1 : s - 1 + tokens.shape[1]], hidden[:, :s], mask, hidden[:, s]
+
+    def evaluate(self, inputs: dict[str, torch.Tensor], tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Learner pass: per-token log-probs ``[B, A]``, entropies ``[B, A]`` and values ``[B]``."""
+        logits, prefix_hidden, mask, first_action_hidden = self.forward_tokens(inputs, tokens)
+        logp = self._restricted(logits)
+        idx = (tokens - self.action_tokenizer.first_id).clamp(0, self.action_tokenizer.n_bins - 1)
+        token_logp = logp.gather(-1, idx.unsqueeze(-1)).squeeze(-1)
+        entropy = -(logp.exp() * logp).sum(-1)
+        return token_logp, entropy, self._value(prefix_hidden, mask, first_action_hidden)
+
+    def sft_loss(self, inputs: dict[str, torch.Tensor], tokens: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Cross-entropy (full vocabulary, as OpenVLA) on the action tokens only; returns (loss, metrics)."""
+        logits = self.forward_tokens(inputs, tokens)[0].float()
+        loss = nn.functional.cross_entropy(logits.flatten(0, 1), tokens.flatten())
+        accuracy = (logits.argmax(-1) == tokens).float().mean()
+        return loss, {"loss": loss.item(), "token_accuracy": accuracy.item()}
+
+    def encode_actions(self, env_actions: np.ndarray) -> torch.Tensor:
+        """Env actions ``[B, A]`` -> target token ids ``[B, A]`` (normalise, then discretise)."""
+        return torch.as_tensor(self.action_tokenizer.encode(self.norm_stats.normalize(env_actions)), device=self.device)
