@@ -62,6 +62,63 @@ class DemosConfig:
 
 
 @dataclass
+class PolicyConfig:
+    """The VLA policy: architecture or checkpoint, decoding, value head, LoRA."""
+
+    family: str = doc("openvla", "Policy family (one folder per family under vlarl/policies).")
+    arch: str = doc("tiny", "Named architecture built from scratch: 'tiny', 'tiny-fused' or 'openvla-7b'.")
+    checkpoint: str = doc("", "OpenVLA-layout checkpoint folder to start from (overrides `arch`).")
+    unnorm_key: str = doc("", "Key of the checkpoint's norm_stats to un-normalise actions with; empty: the only one.")
+    use_proprio: bool = doc(False, "Feed proprio as one projected token after the image patches.")
+    prompt: str = doc("In: What action should the robot take to {instruction}?\nOut:", "Prompt template.")
+    temperature: float = doc(1.0, "Sampling temperature over the 256 action tokens (rollouts).")
+    top_k: int = doc(0, "Sample among the k most likely action tokens; 0 disables.")
+    top_p: float = doc(1.0, "Nucleus sampling mass; 1 disables.")
+    value_position: str = doc(
+        "last_prompt", "Hidden state the value head reads: 'last_prompt', 'first_action' or 'mean' (of the prefix)."
+    )
+    lora_rank: int = doc(0, "LoRA rank on the language model; 0 trains all weights (full fine-tuning).")
+    lora_alpha: int = doc(16, "LoRA alpha.")
+    lora_targets: list[str] = doc(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], "LoRA target modules."
+    )
+    train_projector: bool = doc(True, "With LoRA: also train the vision-to-language projector.")
+    train_vision: bool = doc(False, "With LoRA: also train the vision towers.")
+    device: str = doc("auto", "'auto' (cuda if available), 'cpu' or 'cuda[:n]'.")
+    precision: str = doc("auto", "'auto' (bf16 autocast on GPUs that support it, else fp32), 'fp32' or 'bf16'.")
+
+
+@dataclass
+class SFTConfig:
+    """Supervised warm-up on a demonstrations dataset."""
+
+    dataset: str = doc("", "Demos dataset folder; empty: collect (or reuse) the preset's demos first.")
+    steps: int = doc(2000, "Optimizer steps.")
+    batch_size: int = doc(32, "Frames per optimizer step.")
+    grad_accum: int = doc(1, "Micro-batches accumulated per optimizer step (batch_size is split).")
+    lr: float = doc(3e-4, "Peak learning rate (AdamW).")
+    weight_decay: float = doc(0.01, "AdamW weight decay.")
+    warmup_steps: int = doc(100, "Linear warm-up steps before the cosine decay.")
+    min_lr_ratio: float = doc(0.1, "Final learning rate as a fraction of `lr`.")
+    grad_clip: float = doc(1.0, "Gradient-norm clip; 0 disables.")
+    log_every: int = doc(20, "Steps between TensorBoard/progress updates.")
+    save_every: int = doc(500, "Steps between checkpoints (the last one is always written).")
+    eval_at_end: bool = doc(True, "Evaluate in the simulator when training ends.")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation on the fixed initial states of each task."""
+
+    checkpoint: str = doc("", "Policy checkpoint folder (OpenVLA layout, as written by sft/train).")
+    trials_per_task: int = doc(10, "Episodes per task, on the first N fixed evaluation initial states.")
+    greedy: bool = doc(True, "Greedy decoding (argmax); false samples at `temperature`.")
+    temperature: float = doc(1.0, "Sampling temperature when not greedy.")
+    videos_per_task: int = doc(1, "Episodes per task saved as mp4 (0: none).")
+    output: str = doc("", "Report folder; empty: <run folder>/eval.")
+
+
+@dataclass
 class DemosCommand:
     """`vlarl demos`: run scripted experts and write a demonstrations dataset."""
 
@@ -70,4 +127,26 @@ class DemosCommand:
     demos: DemosConfig = field(default_factory=DemosConfig)
 
 
-COMMANDS: dict[str, type] = {"demos": DemosCommand}
+@dataclass
+class SFTCommand:
+    """`vlarl sft`: supervised warm-up of the policy on scripted-expert demonstrations."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    demos: DemosConfig = field(default_factory=DemosConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+@dataclass
+class EvalCommand:
+    """`vlarl eval`: success per task on the fixed evaluation initial states, with videos."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+COMMANDS: dict[str, type] = {"demos": DemosCommand, "sft": SFTCommand, "eval": EvalCommand}

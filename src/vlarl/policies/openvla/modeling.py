@@ -73,6 +73,9 @@ class PrismaticVLA(nn.Module):
         llm_dim = self.language_model.config.hidden_size
         self.projector = Projector(self.vision_backbone.embed_dim, llm_dim, config.use_fused_vision_backbone)
         self.proprio_projector = nn.Linear(config.proprio_dim, llm_dim) if config.proprio_dim else None
+        # Checkpoint tensors the network does not compute with (e.g. a tower's unused pooling head),
+        # per tower, kept so that saving writes the checkpoint back complete.
+        self.unused_tensors: dict[str, dict[str, torch.Tensor]] = {}
 
     @property
     def hidden_size(self) -> int:

@@ -39,7 +39,11 @@ def build_byte_tokenizer(n_action_tokens: int = 256) -> PreTrainedTokenizerFast:
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     """A tokenizer saved in HF format in ``path`` (local files only; nothing is downloaded)."""
-    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    path = Path(path)
+    if (path / "tokenizer.json").is_file():  # the fast format needs no config.json model_type lookup
+        tok = PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
+    else:
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     if tok.pad_token is None:
         tok.pad_token = tok.unk_token
     tok.padding_side = "left"
