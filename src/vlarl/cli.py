@@ -11,7 +11,11 @@ from vlarl.config import COMMANDS, ConfigError, describe, load_config
 from vlarl.config.loader import available_presets
 from vlarl.utils.run import make_run_dir
 
-SUMMARIES = {"demos": "collect scripted-expert demonstrations into a dataset"}
+SUMMARIES = {
+    "demos": "collect scripted-expert demonstrations into a dataset",
+    "sft": "supervised warm-up of the policy on demonstrations",
+    "eval": "success per task on the fixed evaluation initial states (table, JSON, videos)",
+}
 
 
 def _fields_help(command: str) -> str:
@@ -40,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--preset", help=f"a shipped preset: {', '.join(available_presets())}")
         p.add_argument("--config", help="a YAML file with config sections, applied after the preset")
         p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+        if name == "eval":
+            p.add_argument("--checkpoint", help="policy checkpoint folder (same as eval.checkpoint=...)")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. env.num_envs=8")
     return parser
 
@@ -50,8 +56,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         build_parser().print_help()
         return 2
+    overrides = list(args.overrides)
+    base = None
+    if args.command == "eval":
+        checkpoint = args.checkpoint or _override_value(overrides, "eval.checkpoint")
+        if not checkpoint:
+            console.print("[red]config error:[/] eval needs --checkpoint <folder>")
+            return 2
+        overrides += [f"eval.checkpoint={checkpoint}", f"policy.checkpoint={checkpoint}"]
+        base = _checkpoint_env(checkpoint)
     try:
-        cfg = load_config(args.command, args.preset, args.config, args.overrides)
+        cfg = load_config(args.command, args.preset, args.config, overrides, base=base)
     except ConfigError as e:
         console.print(f"[red]config error:[/] {e}", highlight=False)
         return 2
@@ -60,13 +75,41 @@ def main(argv: list[str] | None = None) -> int:
 
         print(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
         return 0
+    run_dir = make_run_dir(cfg, args.command, args.preset)
+    console.print(f"run folder: {run_dir}")
     if args.command == "demos":
         from vlarl.demos import collect_demos
 
-        run_dir = make_run_dir(cfg, "demos", args.preset)
-        console.print(f"run folder: {run_dir}")
         collect_demos(cfg, console)
+    elif args.command == "sft":
+        from vlarl.sft import run_sft
+
+        run_sft(cfg, run_dir, console)
+    elif args.command == "eval":
+        from vlarl import envs
+        from vlarl.evaluate import evaluate_policy
+        from vlarl.policies import make_policy
+
+        spec = envs.make_backend(cfg.env).spec(cfg.env.num_envs)
+        policy = make_policy(cfg.policy, spec.action_dim, spec.proprio_dim)
+        evaluate_policy(policy, cfg.env, cfg.eval, cfg.eval.output or run_dir / "eval", console, seed=cfg.run.seed)
     return 0
+
+
+def _override_value(overrides: list[str], key: str) -> str:
+    return next((o.split("=", 1)[1] for o in overrides if o.startswith(f"{key}=")), "")
+
+
+def _checkpoint_env(checkpoint: str) -> dict | None:
+    """The env section of the run that wrote ``checkpoint`` (the base layer of `vlarl eval`)."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    path = Path(checkpoint) / "run_config.yaml"
+    if not path.is_file():
+        return None
+    return {"env": OmegaConf.to_container(OmegaConf.load(path))["env"]}
 
 
 if __name__ == "__main__":

@@ -84,13 +84,22 @@ def _overrides_to_dict(overrides: list[str]) -> dict:
 
 
 def load_config(
-    command: str, preset: str | None = None, config_file: str | None = None, overrides: list[str] = ()
+    command: str,
+    preset: str | None = None,
+    config_file: str | None = None,
+    overrides: list[str] = (),
+    base: dict | None = None,
 ) -> Any:
-    """Return the root dataclass of ``command`` with every layer merged and validated."""
+    """Return the root dataclass of ``command`` with every layer merged and validated.
+
+    ``base`` (sections as a dict, e.g. the env a checkpoint was trained on) goes under the preset.
+    """
     if command not in COMMANDS:
         raise ConfigError(f"unknown command {command!r}; commands: {', '.join(COMMANDS)}")
     root = COMMANDS[command]
     layers = []
+    if base:
+        layers.append((_for_command(base, root, "checkpoint run config"), "checkpoint run config"))
     if preset:
         layers.append((_for_command(_read_preset(preset), root, f"preset {preset}"), f"preset {preset}"))
     if config_file:

@@ -136,7 +136,7 @@ class VisionBackbone(nn.Module):
         x = images.permute(0, 3, 1, 2).float() / 255.0
         size = self.specs[0].image_size
         if x.shape[-1] != size or x.shape[-2] != size:
-            x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            x = nn.functional.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
         out = []
         for spec in self.specs:
             mean, std = (torch.tensor(v, device=x.device).view(1, 3, 1, 1) for v in spec.mean_std)

@@ -1,0 +1,114 @@
+"""Evaluation on each task's fixed initial states: success table, JSON report, mp4 videos.
+
+Trials run in waves of ``num_envs``: each wave resets every env to one (task, initial state) job
+and steps until all of them have finished their episode; steps of envs that already finished are
+discarded. The same jobs (first ``trials_per_task`` fixed states of each task) are run for every
+policy, so numbers are comparable across checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+from tqdm import tqdm
+
+from vlarl import envs
+from vlarl.utils.io import atomic_write_json
+
+
+def _write_video(path: Path, frames: list[np.ndarray], fps: int = 20) -> None:
+    import imageio.v2 as imageio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imageio.mimwrite(path, frames, fps=fps, macro_block_size=1)
+
+
+def evaluate_policy(
+    policy: Any, env_cfg: Any, eval_cfg: Any, out_dir: str | Path, console: Console | None = None, seed: int = 0
+) -> dict[str, Any]:
+    """Run ``trials_per_task`` episodes per task; write ``report.json`` and videos under ``out_dir``."""
+    console = console or Console()
+    out_dir = Path(out_dir)
+    venv = envs.make(env_cfg)
+    spec = venv.spec
+    if eval_cfg.trials_per_task > env_cfg.num_eval_init_states:
+        raise ValueError(
+            f"eval.trials_per_task={eval_cfg.trials_per_task} exceeds env.num_eval_init_states="
+            f"{env_cfg.num_eval_init_states}"
+        )
+    jobs = [(task, i) for task in spec.tasks for i in range(eval_cfg.trials_per_task)]
+    results: dict[str, list[dict]] = {t: [] for t in spec.tasks}
+    generator = torch.Generator(device=policy.device).manual_seed(seed)
+    old_temperature, policy.temperature = policy.temperature, eval_cfg.temperature
+    policy.eval()
+    bar = tqdm(total=len(jobs), desc="eval", unit="ep")
+    try:
+        for start in range(0, len(jobs), spec.num_envs):
+            wave = jobs[start : start + spec.num_envs]
+            padded = wave + [wave[-1]] * (spec.num_envs - len(wave))
+            obs = venv.reset(seed=seed, options={"task": [t for t, _ in padded], "init_state": [i for _, i in padded]})
+            record = [i < eval_cfg.videos_per_task for _, i in padded]
+            frames: list[list[np.ndarray]] = [[obs["image"][b, 0]] if record[b] else [] for b in range(len(padded))]
+            done = np.zeros(len(padded), bool)
+            done[len(wave) :] = True
+            for _ in range(env_cfg.max_episode_steps):
+                act = policy.act(obs, greedy=eval_cfg.greedy, generator=generator)
+                obs, _, term, trunc, info = venv.step(act.actions)
+                for b in np.flatnonzero(~done):
+                    ended = term[b] or trunc[b]
+                    if record[b] and obs["image"].shape[1]:
+                        frames[b].append(info["final_image"][b, 0] if ended else obs["image"][b, 0])
+                    if ended:
+                        done[b] = True
+                        task, idx = padded[b]
+                        results[task].append(
+                            {
+                                "init_state": idx,
+                                "success": bool(info["episode_success"][b]),
+                                "length": int(info["episode_length"][b]),
+                            }
+                        )
+                        if record[b] and frames[b]:
+                            _write_video(out_dir / "videos" / f"{task}_init{idx:03d}.mp4", frames[b])
+                        bar.update()
+                if done.all():
+                    break
+    finally:
+        bar.close()
+        venv.close()
+        policy.temperature = old_temperature
+    report = summarize(results)
+    report["config"] = {"env": dataclasses.asdict(env_cfg), "eval": dataclasses.asdict(eval_cfg)}
+    atomic_write_json(out_dir / "report.json", report)
+    console.print(success_table(report))
+    return report
+
+
+def summarize(results: dict[str, list[dict]]) -> dict[str, Any]:
+    per_task = {
+        task: {
+            "success_rate": float(np.mean([r["success"] for r in rs])) if rs else 0.0,
+            "trials": len(rs),
+            "mean_length": float(np.mean([r["length"] for r in rs])) if rs else 0.0,
+            "episodes": rs,
+        }
+        for task, rs in results.items()
+    }
+    mean = float(np.mean([v["success_rate"] for v in per_task.values()])) if per_task else 0.0
+    return {"per_task": per_task, "mean_success": mean}
+
+
+def success_table(report: dict[str, Any], title: str = "evaluation: success per task") -> Table:
+    table = Table(title=title)
+    for col in ("task", "trials", "success", "mean length"):
+        table.add_column(col, justify="left" if col == "task" else "right")
+    for task, r in report["per_task"].items():
+        table.add_row(task, str(r["trials"]), f"{r['success_rate']:.0%}", f"{r['mean_length']:.0f}")
+    table.add_row("[bold]mean", "", f"[bold]{report['mean_success']:.0%}", "")
+    return table

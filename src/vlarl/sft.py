@@ -1,0 +1,121 @@
+"""``vlarl sft``: supervised warm-up of the policy on scripted-expert demonstrations.
+
+Cross-entropy on the action tokens only (teacher forcing, full vocabulary as in OpenVLA), AdamW
+with linear warm-up then cosine decay, gradient clipping, bf16 autocast where the device supports
+it. Checkpoints (OpenVLA layout, LoRA merged) go to ``<run>/checkpoints/{step_N,latest}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from tqdm import tqdm
+
+from vlarl.config.loader import save_config
+from vlarl.config.schema import DemosCommand, SFTCommand
+from vlarl.data.dataset import DemoDataset
+from vlarl.demos import collect_demos
+from vlarl.policies import ActionNormStats, make_policy
+from vlarl.policies.openvla.checkpoint import save_pretrained
+from vlarl.policies.openvla.lora import merged_copy
+
+
+def lr_lambda(warmup: int, total: int, min_ratio: float):
+    """Multiplier of the peak lr at step s: linear warm-up to 1, then cosine down to ``min_ratio``."""
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast on CUDA devices that support it (``auto``), or when asked; else nothing."""
+    use = precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use else contextlib.nullcontext()
+
+
+def save_checkpoint(policy: Any, cfg: Any, path: Path) -> None:
+    """The policy (LoRA merged) in OpenVLA layout, plus the run config that produced it."""
+    save_pretrained(merged_copy(policy), path)
+    save_config(cfg, path / "run_config.yaml")
+
+
+def run_sft(cfg: SFTCommand, run_dir: Path, console: Console | None = None) -> Path:
+    """Train; returns the final checkpoint folder."""
+    console = console or Console()
+    root = (
+        Path(cfg.sft.dataset)
+        if cfg.sft.dataset
+        else collect_demos(DemosCommand(run=cfg.run, env=cfg.env, demos=cfg.demos), console)
+    )
+    frames = DemoDataset(root).frames()
+    n = len(frames["action"])
+    torch.manual_seed(cfg.run.seed)
+    policy = make_policy(
+        cfg.policy,
+        frames["action"].shape[1],
+        frames["proprio"].shape[1],
+        ActionNormStats.from_actions(frames["action"]),
+    )
+    targets = policy.encode_actions(frames["action"])
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.sft.lr, weight_decay=cfg.sft.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(cfg.sft.warmup_steps, cfg.sft.steps, cfg.sft.min_lr_ratio)
+    )
+    console.print(f"SFT on {n} frames from {root}: {sum(p.numel() for p in params):,} trainable parameters")
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run_dir / "tb"))
+    rng = np.random.default_rng(cfg.run.seed)
+    micro = max(1, cfg.sft.batch_size // cfg.sft.grad_accum)
+    ckpt_dir = run_dir / "checkpoints"
+    policy.train()
+    bar = tqdm(range(cfg.sft.steps), desc="sft", unit="step")
+    for step in bar:
+        metrics = {"loss": 0.0, "token_accuracy": 0.0}
+        for _ in range(cfg.sft.grad_accum):
+            idx = rng.integers(0, n, micro)
+            obs = {
+                "image": frames["image"][idx],
+                "proprio": frames["proprio"][idx],
+                "instruction": [frames["instruction"][i] for i in idx],
+            }
+            with autocast(policy.device, cfg.policy.precision):
+                loss, m = policy.sft_loss(policy.prepare(obs), targets[idx])
+            (loss / cfg.sft.grad_accum).backward()
+            for k in metrics:
+                metrics[k] += m[k] / cfg.sft.grad_accum
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.sft.grad_clip if cfg.sft.grad_clip > 0 else math.inf)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        schedule.step()
+        if step % cfg.sft.log_every == 0 or step == cfg.sft.steps - 1:
+            metrics.update(grad_norm=float(grad_norm), lr=schedule.get_last_lr()[0])
+            for k, v in metrics.items():
+                writer.add_scalar(f"sft/{k}", v, step)
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['token_accuracy']:.2f}")
+        if (step + 1) % cfg.sft.save_every == 0 and step + 1 < cfg.sft.steps:
+            save_checkpoint(policy, cfg, ckpt_dir / f"step_{step + 1:06d}")
+    bar.close()
+    writer.close()
+    final = ckpt_dir / "latest"
+    save_checkpoint(policy, cfg, final)
+    shutil.copytree(final, ckpt_dir / f"step_{cfg.sft.steps:06d}", dirs_exist_ok=True)
+    console.print(f"checkpoint: {final}")
+    if cfg.sft.eval_at_end:
+        from vlarl.evaluate import evaluate_policy
+
+        evaluate_policy(policy, cfg.env, cfg.eval, run_dir / "eval", console, seed=cfg.run.seed)
+    return final
