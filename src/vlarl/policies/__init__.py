@@ -10,11 +10,17 @@ from vlarl.policies.openvla.policy import OpenVLAPolicy
 FAMILIES = ("openvla",)
 
 
-def make_policy(cfg: Any, action_dim: int, proprio_dim: int = 0, norm_stats: ActionNormStats | None = None):
+def make_policy(
+    cfg: Any,
+    action_dim: int,
+    proprio_dim: int = 0,
+    norm_stats: ActionNormStats | None = None,
+    instructions: list[str] = (),
+):
     """A policy from a ``PolicyConfig``: loaded from ``cfg.checkpoint`` or built from ``cfg.arch``.
 
-    ``norm_stats`` (from a dataset) are used for new policies; a checkpoint brings its own. LoRA is
-    applied when ``cfg.lora_rank > 0``.
+    ``norm_stats`` (from a dataset) and ``instructions`` (the tokenizer's training text) are used
+    for new policies; a checkpoint brings its own. LoRA is applied when ``cfg.lora_rank > 0``.
     """
     if cfg.family not in FAMILIES:
         raise ValueError(f"unknown policy family {cfg.family!r}; families: {', '.join(FAMILIES)}")
