@@ -14,6 +14,7 @@ from vlarl.utils.run import make_run_dir
 SUMMARIES = {
     "demos": "collect scripted-expert demonstrations into a dataset",
     "sft": "supervised warm-up of the policy on demonstrations",
+    "train": "online RL (PPO/GRPO) from the SFT policy, with success before and after",
     "eval": "success per task on the fixed evaluation initial states (table, JSON, videos)",
 }
 
@@ -85,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         from vlarl.sft import run_sft
 
         run_sft(cfg, run_dir, console)
+    elif args.command == "train":
+        from vlarl.trainer import run_train
+
+        run_train(cfg, run_dir, console)
     elif args.command == "eval":
         from vlarl import envs
         from vlarl.evaluate import evaluate_policy

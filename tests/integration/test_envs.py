@@ -152,6 +152,14 @@ def test_eval_init_states_are_fixed_and_selectable():
     v.close()
 
 
+def test_init_seed_option_gives_identical_starts(venv):
+    a = venv.reset(seed=0, options={"task": ["reach-v3", "reach-v3"], "init_seed": [7, 7]})
+    np.testing.assert_array_equal(a["state"][0], a["state"][1])
+    b = venv.reset(seed=1, options={"task": ["reach-v3", "reach-v3"], "init_seed": [7, 8]})
+    np.testing.assert_array_equal(a["state"][0], b["state"][0])
+    assert not np.array_equal(b["state"][0], b["state"][1])
+
+
 def test_reset_option_changes_task(venv):
     obs = venv.reset(seed=0, options={"task": ["push-v3", None]})
     assert obs["instruction"] == [INSTRUCTIONS["push-v3"]] * 2

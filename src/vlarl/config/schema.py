@@ -119,6 +119,53 @@ class EvalConfig:
 
 
 @dataclass
+class AlgoConfig:
+    """RL algorithm: advantages, losses and optimisation (see vlarl.algorithms)."""
+
+    name: str = doc("ppo", "'ppo' (GAE with the value head) or 'grpo' (group-normalised episode success).")
+    advantage: str = doc("", "Advantage estimator; empty: 'gae' for ppo, 'grpo' for grpo (also 'rloo').")
+    gamma: float = doc(0.99, "Discount.")
+    lam: float = doc(0.95, "GAE lambda.")
+    group_size: int = doc(8, "GRPO: episodes per group (same task and initial state); divides env.num_envs.")
+    norm_adv: bool = doc(True, "Whiten advantages over the batch (ppo).")
+    logprob_granularity: str = doc("action", "'token': one ratio per action token; 'action': sum over the A tokens.")
+    clip_low: float = doc(0.2, "PPO clip below (ratio >= 1 - clip_low).")
+    clip_high: float = doc(0.28, "PPO clip above (ratio <= 1 + clip_high; clip-higher).")
+    clip_c: float = doc(0.0, "Dual-clip constant for negative advantages (> 1); 0 disables.")
+    agg: str = doc("token-mean", "Loss aggregation: token-mean, seq-mean-token-sum, seq-mean-token-mean.")
+    vf_coef: float = doc(0.5, "Value-loss weight.")
+    vf_clip: float = doc(0.0, "Value clipping range around the old values; 0 disables.")
+    value_loss: str = doc("huber", "'squared' or 'huber'.")
+    huber_delta: float = doc(1.0, "Huber delta.")
+    ent_coef: float = doc(0.0, "Entropy bonus weight.")
+    kl_coef: float = doc(0.0, "KL penalty to the initial (reference) policy; 0 disables (no reference copy).")
+    kl_kind: str = doc("k3", "KL estimator: k1, k2 or k3.")
+    epochs: int = doc(1, "Passes over each batch.")
+    minibatch_size: int = doc(64, "Steps per optimizer step.")
+    grad_accum: int = doc(2, "Micro-batches per minibatch (minibatch_size is split).")
+    grad_clip: float = doc(1.0, "Gradient-norm clip.")
+    lr: float = doc(5e-5, "Policy learning rate (AdamW).")
+    value_lr: float = doc(1e-3, "Value-head learning rate.")
+    critic_warmup: int = doc(0, "First N iterations train only the value head (VLA-RL).")
+    dynamic_sampling: bool = doc(False, "GRPO: keep only groups whose success rate is in [ds_low, ds_high].")
+    ds_low: float = doc(0.1, "Dynamic sampling: lowest kept group success rate.")
+    ds_high: float = doc(0.9, "Dynamic sampling: highest kept group success rate.")
+    ds_max_rounds: int = doc(3, "Dynamic sampling: collection rounds per iteration at most.")
+
+
+@dataclass
+class TrainerConfig:
+    """The RL driver: iterations, evaluation, checkpoints, resume."""
+
+    iterations: int = doc(20, "RL iterations (collect, advantages, update).")
+    temperature: float = doc(1.0, "Rollout sampling temperature (eval uses eval.temperature/greedy).")
+    eval_every: int = doc(0, "Iterations between evaluations; 0: only before and after training.")
+    save_every: int = doc(5, "Iterations between checkpoints (the last is always written).")
+    resume: str = doc("", "Checkpoint folder (<run>/checkpoints/...) to resume from; 'auto': the run's latest.")
+    init: str = doc("sft", "Starting policy: 'sft' (run or reuse `vlarl sft` on the demos), or 'checkpoint'.")
+
+
+@dataclass
 class DemosCommand:
     """`vlarl demos`: run scripted experts and write a demonstrations dataset."""
 
@@ -149,4 +196,18 @@ class EvalCommand:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-COMMANDS: dict[str, type] = {"demos": DemosCommand, "sft": SFTCommand, "eval": EvalCommand}
+@dataclass
+class TrainCommand:
+    """`vlarl train`: online RL (PPO/GRPO) from the SFT policy; eval before and after."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    demos: DemosConfig = field(default_factory=DemosConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+COMMANDS: dict[str, type] = {"demos": DemosCommand, "sft": SFTCommand, "train": TrainCommand, "eval": EvalCommand}

@@ -30,9 +30,11 @@ ended), ``task_index`` ``[B]`` (into ``spec.tasks``) and ``valid`` ``[B, K]`` (c
 
 **Seeding.** ``reset(seed=s)`` gives env b the generator ``default_rng([s, b])``: results depend on
 the seed and the env's index only, not on how envs are spread over worker processes.
-``options`` may hold ``task`` (a list of B task names or None) and ``init_state`` (a list of B
-indices into the task's fixed evaluation set, or None for a fresh random draw); they apply to
-this reset only, later auto-resets draw random initial states of the env's current task.
+``options`` may hold, as lists of B entries (None = not set for that env): ``task`` (task names),
+``init_state`` (indices into the task's fixed evaluation set) and ``init_seed`` (draw the initial
+state from ``default_rng(init_seed)``: envs given the same seed and task start identically, as
+GRPO groups need). They apply to this reset only; later auto-resets draw random initial states of
+the env's current task from the env's own generator.
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ class Backend(Protocol):
 
 
 OBS_KEYS = ("image", "proprio", "state")
+RESET_OPTIONS = ("task", "init_state", "init_seed")
 
 
 class SyncVectorEnv:
@@ -137,9 +140,10 @@ class SyncVectorEnv:
             self._envs[b][self.task[b]] = self.backend.make_env(self.task[b])
         return self._envs[b][self.task[b]]
 
-    def _reset_one(self, b: int, init_index: int | None = None) -> None:
+    def _reset_one(self, b: int, init_index: int | None = None, init_seed: int | None = None) -> None:
         init_state = None if init_index is None else self.backend.eval_init_states(self.task[b])[init_index]
-        self._obs[b] = self._env(b).reset(init_state, self._rng[b])
+        rng = self._rng[b] if init_seed is None else np.random.default_rng(init_seed)
+        self._obs[b] = self._env(b).reset(init_state, rng)
         self._t[b] = 0
         self._ever_success[b] = False
 
@@ -150,22 +154,21 @@ class SyncVectorEnv:
 
     def reset(self, seed: int | None = None, options: dict | None = None) -> dict[str, Any]:
         options = options or {}
-        unknown = set(options) - {"task", "init_state"}
+        unknown = set(options) - set(RESET_OPTIONS)
         if unknown:
-            raise ValueError(f"unknown reset options {sorted(unknown)}; valid: ['init_state', 'task']")
+            raise ValueError(f"unknown reset options {sorted(unknown)}; valid: {list(RESET_OPTIONS)}")
         n = len(self.env_ids)
         if seed is not None:
             self._rng = [np.random.default_rng([seed, i]) for i in self.env_ids]
-        tasks = options.get("task") or [None] * n
-        inits = options.get("init_state") or [None] * n
-        if len(tasks) != n or len(inits) != n:
+        tasks, inits, seeds = (options.get(k) or [None] * n for k in RESET_OPTIONS)
+        if not len(tasks) == len(inits) == len(seeds) == n:
             raise ValueError(f"reset options must hold one entry per env ({n})")
         for b in range(n):
             if tasks[b] is not None:
                 if tasks[b] not in self.spec.tasks:
                     raise ValueError(f"unknown task {tasks[b]!r}; tasks of this env: {list(self.spec.tasks)}")
                 self.task[b] = tasks[b]
-            self._reset_one(b, inits[b])
+            self._reset_one(b, inits[b], seeds[b])
         return self._batch()
 
     def step(self, actions: np.ndarray):

@@ -1,0 +1,356 @@
+"""``vlarl train``: online RL of a VLA policy (PPO or GRPO), serial reference driver.
+
+One iteration: collect (one episode per env) -> advantages -> update (epochs x minibatches) ->
+log / checkpoint / eval. Every random draw of iteration i is seeded by (run.seed, i), so a run
+resumed from the checkpoint of iteration i repeats the uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from vlarl import algorithms, envs
+from vlarl.config.schema import SFTCommand, TrainCommand
+from vlarl.evaluate import evaluate_policy
+from vlarl.policies import make_policy
+from vlarl.rollout.collector import Batch, collect_episodes, concat_batches
+from vlarl.sft import autocast, run_sft, save_checkpoint
+from vlarl.utils.io import atomic_dir, atomic_write_json
+from vlarl.utils.run import config_hash
+
+
+def sft_checkpoint(cfg: TrainCommand, console: Console) -> Path:
+    """The SFT checkpoint this run starts from: cached under data/sft/<hash of its config>."""
+    sft_cfg = SFTCommand(
+        run=cfg.run,
+        env=cfg.env,
+        demos=cfg.demos,
+        policy=cfg.policy,
+        sft=dataclasses.replace(cfg.sft, eval_at_end=False),
+        eval=cfg.eval,
+    )
+    root = Path("data") / "sft" / config_hash(cfg.env, cfg.demos, cfg.policy, sft_cfg.sft, cfg.run)
+    final = root / "checkpoints" / "latest"
+    if (final / "config.json").is_file():
+        console.print(f"[green]SFT cached[/] at {final}")
+        return final
+    return run_sft(sft_cfg, root, console)
+
+
+class Trainer:
+    """Holds the policy, envs and optimizer; each stage is a method timed under its name."""
+
+    def __init__(self, cfg: TrainCommand, run_dir: Path, console: Console | None = None):
+        self.cfg, self.run_dir, self.console = cfg, Path(run_dir), console or Console()
+        algo = cfg.algo
+        if algo.name not in ("ppo", "grpo"):
+            raise ValueError(f"unknown algo.name {algo.name!r}; choose 'ppo' or 'grpo'")
+        self.advantage = algo.advantage or ("gae" if algo.name == "ppo" else "grpo")
+        algorithms.get_advantage(self.advantage)  # unknown names list the registered ones
+        if algo.logprob_granularity not in ("token", "action"):
+            raise ValueError(f"algo.logprob_granularity={algo.logprob_granularity!r}; choose 'token' or 'action'")
+        if algo.name == "grpo" and cfg.env.num_envs % algo.group_size:
+            raise ValueError(f"env.num_envs={cfg.env.num_envs} is not a multiple of algo.group_size={algo.group_size}")
+        start = sft_checkpoint(cfg, self.console) if cfg.trainer.init == "sft" else cfg.policy.checkpoint
+        if not start:
+            raise ValueError("trainer.init=checkpoint needs policy.checkpoint=<folder>")
+        self.venv = envs.make(cfg.env)
+        spec = self.venv.spec
+        self.policy = make_policy(
+            dataclasses.replace(cfg.policy, checkpoint=str(start)), spec.action_dim, spec.proprio_dim
+        )
+        self.policy.temperature = cfg.trainer.temperature
+        head = list(self.policy.value_head.parameters())
+        body = [p for p in self.policy.parameters() if p.requires_grad and all(p is not h for h in head)]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": body, "lr": algo.lr}, {"params": head, "lr": algo.value_lr}], weight_decay=0.0
+        )
+        self.reference = None
+        if algo.kl_coef > 0:
+            self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
+        self.iteration = 0
+        self.timing: dict[str, float] = {}
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(self.run_dir / "tb"))
+
+    @contextmanager
+    def timed(self, name: str):
+        start = time.perf_counter()
+        yield
+        self.timing[name] = time.perf_counter() - start
+
+    def _seed(self, *parts: int) -> int:
+        return int(np.random.default_rng([self.cfg.run.seed, self.iteration, *parts]).integers(2**31))
+
+    # ---- stages -------------------------------------------------------------------------------
+    def collect(self) -> Batch:
+        """One episode per env; GRPO groups share task and initial state (dynamic sampling optional)."""
+        cfg, spec = self.cfg, self.venv.spec
+        b, tasks = spec.num_envs, spec.tasks
+        n = cfg.algo.group_size if cfg.algo.name == "grpo" else 1
+        kept, rounds = [], cfg.algo.ds_max_rounds if cfg.algo.dynamic_sampling else 1
+        batch = None
+        for r in range(rounds):
+            rng = np.random.default_rng(self._seed(1, r))
+            groups = b // n
+            offset = self.iteration * groups + r
+            group_task = [tasks[(offset + g) % len(tasks)] if n > 1 else spec.env_tasks[g] for g in range(groups)]
+            group_seed = rng.integers(2**31, size=groups)
+            batch = collect_episodes(
+                self.policy,
+                self.venv,
+                [group_task[i // n] for i in range(b)],
+                [int(group_seed[i // n]) for i in range(b)],
+                [r * b + i // n for i in range(b)],
+                seed=self._seed(2, r),
+                max_steps=cfg.env.max_episode_steps,
+            )
+            if cfg.algo.dynamic_sampling:
+                rate = batch.success.float().reshape(groups, n).mean(1)
+                ok = ((rate >= cfg.algo.ds_low) & (rate <= cfg.algo.ds_high)).repeat_interleave(n)
+                kept.append(batch.select(ok.nonzero().squeeze(1).tolist()))
+            else:
+                kept.append(batch)
+            if sum(k.success.numel() for k in kept) >= b:
+                break
+        if not any(k.success.numel() for k in kept):  # every group was filtered out: train on the last round
+            return batch
+        return concat_batches(kept)
+
+    def advantages(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Advantages and returns ``[T, B]`` (zero where ``mask`` is false)."""
+        algo = self.cfg.algo
+        if self.advantage == "gae":
+            adv, ret = algorithms.gae(
+                batch.reward, batch.value, batch.next_value, batch.terminated, batch.truncated, algo.gamma, algo.lam
+            )
+            if algo.norm_adv:
+                adv = algorithms.normalize(adv, batch.mask)
+        else:
+            episode = algorithms.get_advantage(self.advantage)(batch.success.float(), batch.group_id)
+            adv = episode.unsqueeze(0).expand_as(batch.value)
+            ret = batch.value
+        return torch.where(batch.mask, adv, 0.0), torch.where(batch.mask, ret, 0.0)
+
+    def update(self, batch: Batch, adv: torch.Tensor, ret: torch.Tensor) -> dict[str, float]:
+        """PPO epochs over the valid steps of ``batch``; returns mean metrics."""
+        algo, policy = self.cfg.algo, self.policy
+        t_idx, b_idx = batch.mask.nonzero(as_tuple=True)
+        n = len(t_idx)
+        warmup = self.iteration < algo.critic_warmup
+        use_value = self.advantage == "gae"
+        rng = np.random.default_rng(self._seed(3))
+        sums: dict[str, float] = defaultdict(float)
+        count = 0
+        policy.train()
+        micro = max(1, algo.minibatch_size // algo.grad_accum)
+        for _ in range(algo.epochs):
+            order = rng.permutation(n)
+            for start in range(0, n, algo.minibatch_size):
+                mb = order[start : start + algo.minibatch_size]
+                for m0 in range(0, len(mb), micro):
+                    rows = torch.as_tensor(mb[m0 : m0 + micro])
+                    t, bb = t_idx[rows], b_idx[rows]
+                    obs = {
+                        "image": batch.image[t.numpy(), bb.numpy()],
+                        "proprio": batch.proprio[t.numpy(), bb.numpy()],
+                        "instruction": [batch.instruction[i] for i in bb.tolist()],
+                    }
+                    with autocast(policy.device, self.cfg.policy.precision):
+                        loss, metrics = self._loss(
+                            policy.prepare(obs),
+                            batch.tokens[t, bb].to(policy.device),
+                            batch.logprob[t, bb],
+                            adv[t, bb],
+                            batch.value[t, bb],
+                            ret[t, bb],
+                            warmup,
+                            use_value,
+                        )
+                    (loss * len(rows) / len(mb)).backward()
+                    for k, v in metrics.items():
+                        sums[k] += v * len(rows)
+                    count += len(rows)
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    [p for g in self.optimizer.param_groups for p in g["params"]], algo.grad_clip
+                )
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                sums["grad_norm"] += float(grad_norm) * len(mb)
+        policy.eval()
+        return {k: v / max(count, 1) for k, v in sums.items()}
+
+    def _loss(self, inputs, tokens, old_logp, adv, old_value, ret, warmup: bool, use_value: bool):
+        algo, dev = self.cfg.algo, self.policy.device
+        logp, entropy, value = self.policy.evaluate(inputs, tokens)
+        old_logp, adv, old_value, ret = (x.to(dev) for x in (old_logp, adv, old_value, ret))
+        if algo.logprob_granularity == "action":
+            logp, old_logp = logp.sum(-1, keepdim=True), old_logp.sum(-1, keepdim=True)
+        mask = torch.ones_like(logp, dtype=torch.bool)
+        pg, metrics = algorithms.ppo_policy_loss(
+            logp,
+            old_logp,
+            adv.unsqueeze(-1).expand_as(logp),
+            mask,
+            algo.clip_low,
+            algo.clip_high,
+            algo.clip_c or None,
+            algo.agg,
+        )
+        ent = algorithms.entropy_bonus(entropy, torch.ones_like(entropy, dtype=torch.bool), algo.agg)
+        loss = (0.0 if warmup else 1.0) * (pg - algo.ent_coef * ent)
+        metrics = {f"policy/{k}": v for k, v in metrics.items()} | {
+            "policy/loss": pg.item(),
+            "policy/entropy": ent.item(),
+        }
+        if use_value:
+            one = torch.ones_like(value, dtype=torch.bool).unsqueeze(-1)
+            vl, vm = algorithms.value_loss(
+                value.unsqueeze(-1),
+                old_value.unsqueeze(-1),
+                ret.unsqueeze(-1),
+                one,
+                algo.vf_clip or None,
+                algo.value_loss,
+                algo.huber_delta,
+                algo.agg,
+            )
+            loss = loss + algo.vf_coef * vl
+            metrics |= {f"value/{k}": v for k, v in vm.items()} | {"value/loss": vl.item()}
+        if self.reference is not None:
+            with torch.no_grad():
+                ref_logp = self.reference.evaluate(inputs, tokens)[0]
+            if algo.logprob_granularity == "action":
+                ref_logp = ref_logp.sum(-1, keepdim=True)
+            kl = algorithms.aggregate(algorithms.kl_penalty(logp, ref_logp, algo.kl_kind), mask, algo.agg)
+            loss = loss + algo.kl_coef * kl
+            metrics["policy/kl_ref"] = kl.item()
+        return loss, metrics
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def save(self) -> Path:
+        """``checkpoints/iter_N`` (and ``latest``): exported policy + exact training state."""
+        path = self.run_dir / "checkpoints" / f"iter_{self.iteration:06d}"
+        with atomic_dir(path) as tmp:
+            save_checkpoint(self.policy, self.cfg, tmp / "policy")
+            state = {k: v.detach().cpu().contiguous() for k, v in self.policy.state_dict().items()}
+            save_file(state, tmp / "train_state.safetensors")
+            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            save_file({"torch_rng": torch.get_rng_state()}, tmp / "rng.safetensors")
+            atomic_write_json(tmp / "trainer.json", {"iteration": self.iteration, "seed": self.cfg.run.seed})
+        latest = self.run_dir / "checkpoints" / "latest"
+        with atomic_dir(latest) as tmp:
+            (tmp / "CHECKPOINT").write_text(path.name + "\n")
+        return path
+
+    def load(self, path: str | Path) -> None:
+        path = Path(path)
+        if (path / "CHECKPOINT").is_file():
+            path = path.parent / (path / "CHECKPOINT").read_text().strip()
+        if not (path / "trainer.json").is_file():
+            raise FileNotFoundError(f"{path} is not a vlarl training checkpoint (no trainer.json)")
+        self.policy.load_state_dict(load_file(path / "train_state.safetensors"))
+        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+        torch.set_rng_state(load_file(path / "rng.safetensors")["torch_rng"])
+        self.iteration = json.loads((path / "trainer.json").read_text())["iteration"]
+        self.console.print(f"resumed from {path} at iteration {self.iteration}")
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def evaluate(self, name: str) -> dict[str, Any]:
+        with self.timed("eval"):
+            report = evaluate_policy(
+                self.policy, self.cfg.env, self.cfg.eval, self.run_dir / name, self.console, seed=self.cfg.run.seed
+            )
+        self.writer.add_scalar("eval/mean_success", report["mean_success"], self.iteration)
+        for task, r in report["per_task"].items():
+            self.writer.add_scalar(f"eval/success/{task}", r["success_rate"], self.iteration)
+        return report
+
+    def log(self, batch: Batch, metrics: dict[str, float]) -> dict[str, float]:
+        steps = batch.num_steps
+        row = {f"train/{k}": v for k, v in metrics.items()}
+        row |= {
+            "rollout/success": batch.success.float().mean().item(),
+            "rollout/episodes": batch.success.numel(),
+            "rollout/episode_length": batch.length.float().mean().item(),
+            "env/reward": (batch.reward * batch.mask).sum().item() / max(batch.success.numel(), 1),
+            "env/steps": steps,
+        }
+        row |= {f"timing/{k}": v for k, v in self.timing.items()}
+        row["perf/env_steps_per_s"] = steps / max(self.timing.get("collect", 1e-9), 1e-9)
+        row["perf/samples_per_s"] = steps * self.cfg.algo.epochs / max(self.timing.get("update", 1e-9), 1e-9)
+        for k, v in row.items():
+            self.writer.add_scalar(k, v, self.iteration)
+        return row
+
+    def train(self) -> dict[str, Any]:
+        cfg = self.cfg.trainer
+        before = self.evaluate("eval_before") if self.iteration == 0 else None
+        history = []
+        bar = tqdm(
+            range(self.iteration, cfg.iterations), desc="rl", unit="it", initial=self.iteration, total=cfg.iterations
+        )
+        for _ in bar:
+            with self.timed("collect"):
+                batch = self.collect()
+            with self.timed("advantages"):
+                adv, ret = self.advantages(batch)
+            with self.timed("update"):
+                metrics = self.update(batch, adv, ret)
+            row = self.log(batch, metrics)
+            history.append(row)
+            bar.set_postfix(success=f"{row['rollout/success']:.2f}", steps=row["env/steps"])
+            self.iteration += 1
+            if self.iteration % cfg.save_every == 0 or self.iteration == cfg.iterations:
+                with self.timed("checkpoint"):
+                    self.save()
+            if cfg.eval_every and self.iteration % cfg.eval_every == 0 and self.iteration < cfg.iterations:
+                self.evaluate(f"eval_iter{self.iteration:04d}")
+        after = self.evaluate("eval_after")
+        summary = {"before": before, "after": after, "history": history, "iterations": self.iteration}
+        atomic_write_json(self.run_dir / "summary.json", summary)
+        if before is not None:
+            self.console.print(before_after_table(before, after))
+        self.writer.close()
+        self.venv.close()
+        return summary
+
+
+def before_after_table(before: dict, after: dict) -> Table:
+    table = Table(title="success per task: before and after RL")
+    for col in ("task", "before", "after", "change"):
+        table.add_column(col, justify="left" if col == "task" else "right")
+    for task, a in after["per_task"].items():
+        b = before["per_task"][task]["success_rate"]
+        table.add_row(task, f"{b:.0%}", f"{a['success_rate']:.0%}", f"{a['success_rate'] - b:+.0%}")
+    table.add_row(
+        "[bold]mean",
+        f"{before['mean_success']:.0%}",
+        f"[bold]{after['mean_success']:.0%}",
+        f"{after['mean_success'] - before['mean_success']:+.0%}",
+    )
+    return table
+
+
+def run_train(cfg: TrainCommand, run_dir: Path, console: Console | None = None) -> dict[str, Any]:
+    trainer = Trainer(cfg, run_dir, console)
+    if cfg.trainer.resume:
+        resume = run_dir / "checkpoints" / "latest" if cfg.trainer.resume == "auto" else Path(cfg.trainer.resume)
+        if resume.exists():
+            trainer.load(resume)
+    return trainer.train()
