@@ -67,6 +67,7 @@ def run_sft(cfg: SFTCommand, run_dir: Path, console: Console | None = None) -> P
         frames["action"].shape[1],
         frames["proprio"].shape[1],
         ActionNormStats.from_actions(frames["action"]),
+        sorted(set(frames["instruction"])),
     )
     targets = policy.encode_actions(frames["action"])
     params = [p for p in policy.parameters() if p.requires_grad]

@@ -306,6 +306,7 @@ class Trainer:
             range(self.iteration, cfg.iterations), desc="rl", unit="it", initial=self.iteration, total=cfg.iterations
         )
         for _ in bar:
+            self.timing = {}
             with self.timed("collect"):
                 batch = self.collect()
             with self.timed("advantages"):

@@ -41,6 +41,7 @@ def make_policy(
             action_dim,
             norm_stats,
             proprio_dim if cfg.use_proprio else 0,
+            instructions,
             prompt=cfg.prompt,
             value_position=cfg.value_position,
             **kwargs,

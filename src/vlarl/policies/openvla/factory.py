@@ -66,10 +66,17 @@ def build_config(arch: str, vocab_size: int, proprio_dim: int = 0) -> PrismaticC
 
 
 def build_policy(
-    arch: str, action_dim: int, norm_stats: ActionNormStats | None = None, proprio_dim: int = 0, **policy_kwargs: Any
+    arch: str,
+    action_dim: int,
+    norm_stats: ActionNormStats | None = None,
+    proprio_dim: int = 0,
+    instructions: list[str] = (),
+    **policy_kwargs: Any,
 ) -> OpenVLAPolicy:
-    """A randomly initialised policy with vlarl's byte-level tokenizer (tiny archs)."""
-    tokenizer = build_byte_tokenizer()
+    """A randomly initialised policy with vlarl's byte-level BPE tokenizer, trained on the prompts of
+    ``instructions`` (other text still tokenizes, byte by byte)."""
+    prompt = policy_kwargs.get("prompt", OpenVLAPolicy.DEFAULT_PROMPT)
+    tokenizer = build_byte_tokenizer([prompt.format(instruction=i) for i in instructions])
     model = PrismaticVLA(build_config(arch, len(tokenizer), proprio_dim))
     return OpenVLAPolicy(
         model, tokenizer, norm_stats or ActionNormStats.identity(action_dim), action_dim, **policy_kwargs

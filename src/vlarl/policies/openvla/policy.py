@@ -44,13 +44,15 @@ class ActOutput:
 
 
 class OpenVLAPolicy(nn.Module):
+    DEFAULT_PROMPT = "In: What action should the robot take to {instruction}?\nOut:"
+
     def __init__(
         self,
         model: PrismaticVLA,
         tokenizer: Any,
         norm_stats: ActionNormStats,
         action_dim: int,
-        prompt: str = "In: What action should the robot take to {instruction}?\nOut:",
+        prompt: str = DEFAULT_PROMPT,
         value_position: str = "last_prompt",
         temperature: float = 1.0,
         top_k: int = 0,

@@ -1,0 +1,91 @@
+"""`vlarl train` on MetaWorld with the tiny policy: end to end, resume equality, GRPO groups."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vlarl.cli import main
+from vlarl.config import load_config
+from vlarl.policies.openvla.checkpoint import save_pretrained
+from vlarl.policies.openvla.factory import build_policy
+from vlarl.trainer import Trainer
+
+TASKS = ["reach-v3", "drawer-close-v3"]
+SMALL = ["env.task_set=custom", "env.tasks=[reach-v3,drawer-close-v3]", "env.num_workers=0", "env.image_size=64",
+         "env.max_episode_steps=6", "env.num_eval_init_states=1", "eval.trials_per_task=1", "eval.videos_per_task=0",
+         "algo.minibatch_size=6", "algo.grad_accum=2"]
+
+
+@pytest.fixture(scope="module")
+def start_checkpoint(tmp_path_factory):
+    import torch
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("start") / "policy"
+    save_pretrained(build_policy("tiny", 4, instructions=["reach the goal position", "push the drawer closed"]), path)
+    return path
+
+
+def _cfg(tmp_path, start, *extra):
+    return load_config("train", overrides=[*SMALL, "trainer.init=checkpoint", f"policy.checkpoint={start}",
+                                           f"run.output_dir={tmp_path}", *extra])
+
+
+def test_resume_repeats_the_uninterrupted_run(tmp_path, start_checkpoint):
+    cfg = _cfg(tmp_path, start_checkpoint, "env.num_envs=2", "trainer.iterations=2", "trainer.save_every=1",
+               "algo.epochs=2")
+    full = Trainer(cfg, tmp_path / "full").train()["history"]
+    resumed = Trainer(cfg, tmp_path / "resumed")
+    resumed.load(tmp_path / "full" / "checkpoints" / "iter_000001")
+    assert resumed.iteration == 1
+    again = resumed.train()["history"]
+    assert len(again) == 1
+    for key in ("train/policy/loss", "train/value/loss", "train/grad_norm", "train/policy/ratio_max", "env/steps"):
+        assert again[0][key] == pytest.approx(full[1][key], rel=1e-5, abs=1e-7), key
+    assert full[0]["train/policy/loss"] != full[1]["train/policy/loss"]  # iterations differ: the check has teeth
+
+
+def test_grpo_groups_share_task_and_start(tmp_path, start_checkpoint):
+    cfg = _cfg(tmp_path, start_checkpoint, "env.num_envs=4", "algo.name=grpo", "algo.group_size=2",
+               "trainer.iterations=1")
+    trainer = Trainer(cfg, tmp_path / "grpo")
+    batch = trainer.collect()
+    assert batch.group_id.tolist() == [0, 0, 1, 1]
+    assert batch.task[0] == batch.task[1] and batch.task[2] == batch.task[3] and set(batch.task) == set(TASKS)
+    assert (batch.image[0, 0] == batch.image[0, 1]).all() and not (batch.image[0, 1] == batch.image[0, 2]).all()
+    adv, _ = trainer.advantages(batch)
+    assert adv.shape == batch.value.shape and (adv[~batch.mask] == 0).all()
+    trainer.venv.close()
+
+
+def test_bad_algo_settings_fail_clearly(tmp_path, start_checkpoint):
+    with pytest.raises(ValueError, match="multiple of algo.group_size"):
+        Trainer(_cfg(tmp_path, start_checkpoint, "env.num_envs=3", "algo.name=grpo", "algo.group_size=2"), tmp_path)
+    with pytest.raises(ValueError, match="registered"):
+        Trainer(_cfg(tmp_path, start_checkpoint, "algo.advantage=nope"), tmp_path)
+
+
+def test_cli_train_end_to_end_from_demos_and_sft(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # demos and SFT caches go under ./data
+    args = ["train", "env.task_set=custom", "env.tasks=[reach-v3]", "env.num_envs=2", "env.num_workers=1",
+            "env.image_size=64", "env.max_episode_steps=8", "env.num_eval_init_states=1", "demos.episodes_per_task=1",
+            "demos.keep=all", "sft.steps=2", "sft.batch_size=4", "sft.warmup_steps=1", "eval.trials_per_task=1",
+            "eval.videos_per_task=0", "trainer.iterations=2", "trainer.save_every=2", "algo.minibatch_size=8",
+            "run.output_dir=runs", "run.name=e2e"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "before and after RL" in out
+    run = tmp_path / "runs" / "e2e"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["iterations"] == 2 and len(summary["history"]) == 2
+    assert set(summary["after"]["per_task"]) == {"reach-v3"}
+    assert (run / "checkpoints" / "iter_000002" / "policy" / "config.json").is_file()
+    assert (run / "checkpoints" / "latest" / "CHECKPOINT").read_text().strip() == "iter_000002"
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    # a second run reuses the cached SFT checkpoint, and trainer.resume=auto continues from latest
+    assert main([*args[:-1], "run.name=e2e", "trainer.resume=auto", "trainer.iterations=3"]) == 0
+    out = capsys.readouterr().out
+    assert "SFT cached" in out and "resumed from" in out
+    assert json.loads((run / "summary.json").read_text())["iterations"] == 3
