@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-PRESET ?= metaworld_mt10_tiny
+PRESET ?= metaworld_mt3_tiny
 # Debian packages for headless MuJoCo rendering (EGL, with OSMesa as the fallback).
 APT_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libopengl0 libosmesa6 libglib2.0-0
 
@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 setup: system-deps $(VENV)/.installed
 
 train: setup
-	$(VENV)/bin/vlarl demos --preset $(PRESET)
+	$(VENV)/bin/vlarl train --preset $(PRESET)
 
 test: setup
 	$(PY) -m pytest -q

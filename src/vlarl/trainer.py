@@ -305,7 +305,11 @@ class Trainer:
         bar = tqdm(
             range(self.iteration, cfg.iterations), desc="rl", unit="it", initial=self.iteration, total=cfg.iterations
         )
+        rl_seconds = 0.0
         for _ in bar:
+            if cfg.time_budget_min and rl_seconds >= 60 * cfg.time_budget_min:
+                self.console.print(f"time budget of {cfg.time_budget_min} min reached at iteration {self.iteration}")
+                break
             self.timing = {}
             with self.timed("collect"):
                 batch = self.collect()
@@ -313,6 +317,7 @@ class Trainer:
                 adv, ret = self.advantages(batch)
             with self.timed("update"):
                 metrics = self.update(batch, adv, ret)
+            rl_seconds += sum(self.timing.values())
             row = self.log(batch, metrics)
             history.append(row)
             bar.set_postfix(success=f"{row['rollout/success']:.2f}", steps=row["env/steps"])
@@ -323,7 +328,14 @@ class Trainer:
             if cfg.eval_every and self.iteration % cfg.eval_every == 0 and self.iteration < cfg.iterations:
                 self.evaluate(f"eval_iter{self.iteration:04d}")
         after = self.evaluate("eval_after")
-        summary = {"before": before, "after": after, "history": history, "iterations": self.iteration}
+        summary = {
+            "before": before,
+            "after": after,
+            "history": history,
+            "iterations": self.iteration,
+            "rl_seconds": rl_seconds,
+            "env_steps": sum(r["env/steps"] for r in history),
+        }
         atomic_write_json(self.run_dir / "summary.json", summary)
         if before is not None:
             self.console.print(before_after_table(before, after))

@@ -158,6 +158,7 @@ class TrainerConfig:
     """The RL driver: iterations, evaluation, checkpoints, resume."""
 
     iterations: int = doc(20, "RL iterations (collect, advantages, update).")
+    time_budget_min: float = doc(0.0, "Stop after this many minutes of RL (evaluations excluded); 0: no limit.")
     temperature: float = doc(1.0, "Rollout sampling temperature (eval uses eval.temperature/greedy).")
     eval_every: int = doc(0, "Iterations between evaluations; 0: only before and after training.")
     save_every: int = doc(5, "Iterations between checkpoints (the last is always written).")
