@@ -8,14 +8,33 @@ from safetensors.torch import load_file
 
 from vlarl.cli import main
 
-COMMON = ["env.task_set=custom", "env.tasks=[reach-v3,drawer-close-v3]", "env.num_envs=2", "env.num_workers=0",
-          "env.image_size=64", "env.max_episode_steps=15", "env.num_eval_init_states=3"]
+COMMON = [
+    "env.task_set=custom",
+    "env.tasks=[reach-v3,drawer-close-v3]",
+    "env.num_envs=2",
+    "env.num_workers=0",
+    "env.image_size=64",
+    "env.max_episode_steps=15",
+    "env.num_eval_init_states=3",
+]
 
 
 def test_sft_then_eval(tmp_path, capsys):
-    sft = ["sft", *COMMON, "demos.episodes_per_task=1", "demos.keep=all", f"demos.output={tmp_path / 'ds'}",
-           "sft.steps=6", "sft.batch_size=4", "sft.warmup_steps=2", "sft.save_every=3", "eval.trials_per_task=1",
-           "policy.lora_rank=4", f"run.output_dir={tmp_path}", "run.name=sft"]
+    sft = [
+        "sft",
+        *COMMON,
+        "demos.episodes_per_task=1",
+        "demos.keep=all",
+        f"demos.output={tmp_path / 'ds'}",
+        "sft.steps=6",
+        "sft.batch_size=4",
+        "sft.warmup_steps=2",
+        "sft.save_every=3",
+        "eval.trials_per_task=1",
+        "policy.lora_rank=4",
+        f"run.output_dir={tmp_path}",
+        "run.name=sft",
+    ]
     assert main(sft) == 0
     run = tmp_path / "sft"
     ckpt = run / "checkpoints" / "latest"
@@ -27,8 +46,20 @@ def test_sft_then_eval(tmp_path, capsys):
     assert set(sft_report["per_task"]) == {"reach-v3", "drawer-close-v3"}
     capsys.readouterr()
 
-    assert main(["eval", "--checkpoint", str(ckpt), "eval.trials_per_task=2", "eval.videos_per_task=1",
-                 f"run.output_dir={tmp_path}", "run.name=ev"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                str(ckpt),
+                "eval.trials_per_task=2",
+                "eval.videos_per_task=1",
+                f"run.output_dir={tmp_path}",
+                "run.name=ev",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "success per task" in out and "reach-v3" in out
     report = json.loads((tmp_path / "ev" / "eval" / "report.json").read_text())

@@ -13,9 +13,18 @@ from vlarl.policies.openvla.factory import build_policy
 from vlarl.trainer import Trainer
 
 TASKS = ["reach-v3", "drawer-close-v3"]
-SMALL = ["env.task_set=custom", "env.tasks=[reach-v3,drawer-close-v3]", "env.num_workers=0", "env.image_size=64",
-         "env.max_episode_steps=6", "env.num_eval_init_states=1", "eval.trials_per_task=1", "eval.videos_per_task=0",
-         "algo.minibatch_size=6", "algo.grad_accum=2"]
+SMALL = [
+    "env.task_set=custom",
+    "env.tasks=[reach-v3,drawer-close-v3]",
+    "env.num_workers=0",
+    "env.image_size=64",
+    "env.max_episode_steps=6",
+    "env.num_eval_init_states=1",
+    "eval.trials_per_task=1",
+    "eval.videos_per_task=0",
+    "algo.minibatch_size=6",
+    "algo.grad_accum=2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -29,13 +38,22 @@ def start_checkpoint(tmp_path_factory):
 
 
 def _cfg(tmp_path, start, *extra):
-    return load_config("train", overrides=[*SMALL, "trainer.init=checkpoint", f"policy.checkpoint={start}",
-                                           f"run.output_dir={tmp_path}", *extra])
+    return load_config(
+        "train",
+        overrides=[
+            *SMALL,
+            "trainer.init=checkpoint",
+            f"policy.checkpoint={start}",
+            f"run.output_dir={tmp_path}",
+            *extra,
+        ],
+    )
 
 
 def test_resume_repeats_the_uninterrupted_run(tmp_path, start_checkpoint):
-    cfg = _cfg(tmp_path, start_checkpoint, "env.num_envs=2", "trainer.iterations=2", "trainer.save_every=1",
-               "algo.epochs=2")
+    cfg = _cfg(
+        tmp_path, start_checkpoint, "env.num_envs=2", "trainer.iterations=2", "trainer.save_every=1", "algo.epochs=2"
+    )
     full = Trainer(cfg, tmp_path / "full").train()["history"]
     resumed = Trainer(cfg, tmp_path / "resumed")
     resumed.load(tmp_path / "full" / "checkpoints" / "iter_000001")
@@ -48,8 +66,9 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path, start_checkpoint):
 
 
 def test_grpo_groups_share_task_and_start(tmp_path, start_checkpoint):
-    cfg = _cfg(tmp_path, start_checkpoint, "env.num_envs=4", "algo.name=grpo", "algo.group_size=2",
-               "trainer.iterations=1")
+    cfg = _cfg(
+        tmp_path, start_checkpoint, "env.num_envs=4", "algo.name=grpo", "algo.group_size=2", "trainer.iterations=1"
+    )
     trainer = Trainer(cfg, tmp_path / "grpo")
     batch = trainer.collect()
     assert batch.group_id.tolist() == [0, 0, 1, 1]
@@ -69,11 +88,28 @@ def test_bad_algo_settings_fail_clearly(tmp_path, start_checkpoint):
 
 def test_cli_train_end_to_end_from_demos_and_sft(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # demos and SFT caches go under ./data
-    args = ["train", "env.task_set=custom", "env.tasks=[reach-v3]", "env.num_envs=2", "env.num_workers=1",
-            "env.image_size=64", "env.max_episode_steps=8", "env.num_eval_init_states=1", "demos.episodes_per_task=1",
-            "demos.keep=all", "sft.steps=2", "sft.batch_size=4", "sft.warmup_steps=1", "eval.trials_per_task=1",
-            "eval.videos_per_task=0", "trainer.iterations=2", "trainer.save_every=2", "algo.minibatch_size=8",
-            "run.output_dir=runs", "run.name=e2e"]
+    args = [
+        "train",
+        "env.task_set=custom",
+        "env.tasks=[reach-v3]",
+        "env.num_envs=2",
+        "env.num_workers=1",
+        "env.image_size=64",
+        "env.max_episode_steps=8",
+        "env.num_eval_init_states=1",
+        "demos.episodes_per_task=1",
+        "demos.keep=all",
+        "sft.steps=2",
+        "sft.batch_size=4",
+        "sft.warmup_steps=1",
+        "eval.trials_per_task=1",
+        "eval.videos_per_task=0",
+        "trainer.iterations=2",
+        "trainer.save_every=2",
+        "algo.minibatch_size=8",
+        "run.output_dir=runs",
+        "run.name=e2e",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "before and after RL" in out
