@@ -74,7 +74,8 @@ class Trainer:
             dataclasses.replace(cfg.policy, checkpoint=str(start)), spec.action_dim, spec.proprio_dim
         )
         self.policy.temperature = cfg.trainer.temperature
-        head = list(self.policy.value_head.parameters())
+        critic = [] if self.policy.critic is None else list(self.policy.critic.parameters())
+        head = [p for p in [*self.policy.value_head.parameters(), *critic] if p.requires_grad]
         body = [p for p in self.policy.parameters() if p.requires_grad and all(p is not h for h in head)]
         self.optimizer = torch.optim.AdamW(
             [{"params": body, "lr": algo.lr}, {"params": head, "lr": algo.value_lr}], weight_decay=0.0

@@ -122,3 +122,25 @@ def test_unknown_arch_and_value_position():
         build_policy("huge", 4)
     with pytest.raises(ValueError, match="value_position"):
         build_policy("tiny", 4, value_position="cls")
+
+
+@pytest.mark.parametrize("value_position", ["last_prompt", "first_action"])
+def test_separate_critic_agrees_and_round_trips(tmp_path, value_position):
+    from vlarl.policies.openvla.checkpoint import load_pretrained, save_pretrained
+
+    torch.manual_seed(0)
+    policy = build_policy("tiny", 4, critic="separate", value_position=value_position).eval()
+    assert policy.critic is not None and policy.critic is not policy.model
+    with torch.no_grad():  # make the critic differ from the policy's backbone
+        for p in policy.critic.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    out = policy.act(_obs(), generator=torch.Generator().manual_seed(0))
+    logp, _, value = policy.evaluate(out.inputs, out.tokens)
+    torch.testing.assert_close(value, out.value, atol=1e-5, rtol=0)
+    shared = build_policy("tiny", 4, value_position=value_position).eval()
+    shared.load_state_dict({k: v for k, v in policy.state_dict().items() if not k.startswith("critic.")})
+    assert not torch.allclose(shared.evaluate(out.inputs, out.tokens)[2], value)  # the critic is what is read
+    save_pretrained(policy, tmp_path / "ckpt")
+    loaded = load_pretrained(tmp_path / "ckpt").eval()
+    assert loaded.critic is not None
+    torch.testing.assert_close(loaded.evaluate(out.inputs, out.tokens)[2], value, atol=1e-6, rtol=0)

@@ -77,6 +77,7 @@ class PolicyConfig:
     value_position: str = doc(
         "last_prompt", "Hidden state the value head reads: 'last_prompt', 'first_action' or 'mean' (of the prefix)."
     )
+    critic: str = doc("shared", "'shared': value head on the policy's backbone; 'separate': on a copy of the VLA.")
     lora_rank: int = doc(0, "LoRA rank on the language model; 0 trains all weights (full fine-tuning).")
     lora_alpha: int = doc(16, "LoRA alpha.")
     lora_targets: list[str] = doc(

@@ -268,9 +268,12 @@ def save_pretrained(
             "proprio_dim": cfg.proprio_dim,
             "prompt_suffix_id": cfg.prompt_suffix_id,
             "unnorm_key": unnorm_key,
+            "critic": "shared" if policy.critic is None else "separate",
         },
     }
     heads = {f"value_head.{k}": v for k, v in policy.value_head.state_dict().items()}
+    if policy.critic is not None:
+        heads.update({f"critic.{k}": v for k, v in policy.critic.state_dict().items()})
     if model.proprio_projector is not None:
         heads.update({f"proprio_projector.{k}": v for k, v in model.proprio_projector.state_dict().items()})
     with atomic_dir(path) as tmp:
@@ -318,13 +321,15 @@ def load_pretrained(path: str | Path, unnorm_key: str = "", **policy_kwargs: Any
     if key not in stats:
         raise ValueError(f"unnorm_key {key!r} not in the checkpoint's norm_stats; keys: {sorted(stats)}")
     norm = ActionNormStats.from_dict(stats[key]["action"])
-    kwargs = {"prompt": extra["prompt"], "value_position": extra["value_position"]} if extra else {}
+    kwargs = {k: extra[k] for k in ("prompt", "value_position", "critic") if k in extra}
     kwargs.update(policy_kwargs)
     policy = OpenVLAPolicy(model, load_tokenizer(path), norm, len(norm.q01), **kwargs)
     heads_file = path / "vlarl_heads.safetensors"
     if heads_file.is_file():
         heads = load_file(heads_file)
         policy.value_head.load_state_dict({k[11:]: v for k, v in heads.items() if k.startswith("value_head.")})
+        if policy.critic is not None and any(k.startswith("critic.") for k in heads):
+            policy.critic.load_state_dict({k[7:]: v for k, v in heads.items() if k.startswith("critic.")})
         if model.proprio_projector is not None:
             model.proprio_projector.load_state_dict(
                 {k[18:]: v for k, v in heads.items() if k.startswith("proprio_projector.")}

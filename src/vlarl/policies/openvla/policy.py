@@ -8,6 +8,7 @@ so with equal weights ``act`` and ``evaluate`` give the same log-probs.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,10 +58,13 @@ class OpenVLAPolicy(nn.Module):
         temperature: float = 1.0,
         top_k: int = 0,
         top_p: float = 1.0,
+        critic: str = "shared",
     ):
         super().__init__()
         if value_position not in VALUE_POSITIONS:
             raise ValueError(f"value_position={value_position!r}; choose one of {VALUE_POSITIONS}")
+        if critic not in ("shared", "separate"):
+            raise ValueError(f"critic={critic!r}; choose 'shared' (value head on the policy) or 'separate'")
         self.model = model
         self.tokenizer = tokenizer
         self.action_tokenizer = ActionTokenizer(len(tokenizer), model.config.n_action_bins)
@@ -70,6 +74,8 @@ class OpenVLAPolicy(nn.Module):
         self.value_position = value_position
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.value_head = ValueHead(model.hidden_size)
+        # A separate critic is a copy of the VLA (VLA-RL's "homogeneous" critic) read by the value head.
+        self.critic = copy.deepcopy(model) if critic == "separate" else None
         if self.action_tokenizer.vocab_size > model.language_model.config.vocab_size:
             raise ValueError("the tokenizer is larger than the language model's vocabulary")
 
@@ -155,7 +161,10 @@ class OpenVLAPolicy(nn.Module):
             if a == 0:
                 first_action_hidden = hidden[:, -1]
         tokens_t = torch.stack(tokens, dim=1)
-        value = self._value(prefix_hidden, prefix_mask, first_action_hidden)
+        if self.critic is None:
+            value = self._value(prefix_hidden, prefix_mask, first_action_hidden)
+        else:
+            value = self._value(*self._hidden(self.critic, inputs, tokens_t)[1:])
         normalised = self.action_tokenizer.decode(tokens_t.cpu().numpy())
         return ActOutput(self.norm_stats.unnormalize(normalised), tokens_t, torch.stack(logps, dim=1), value, inputs)
 
@@ -165,11 +174,15 @@ class OpenVLAPolicy(nn.Module):
         Returns logits predicting each action token ``[B, A, V]``, prefix hidden ``[B, S, D]``,
         prefix mask ``[B, S]`` and the hidden state at the first action token ``[B, D]``.
         """
-        embeds, mask = self.model.embed_prefix(**inputs)
+        return self._hidden(self.model, inputs, tokens)
+
+    @staticmethod
+    def _hidden(model: PrismaticVLA, inputs: dict[str, torch.Tensor], tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        embeds, mask = model.embed_prefix(**inputs)
         s = embeds.shape[1]
-        tok_embeds = self.model.language_model.get_input_embeddings()(tokens)
+        tok_embeds = model.language_model.get_input_embeddings()(tokens)
         full_mask = torch.cat([mask, torch.ones_like(tokens)], dim=1)
-        logits, hidden, _ = self.model.run_llm(torch.cat([embeds, tok_embeds], dim=1), full_mask)
+        logits, hidden, _ = model.run_llm(torch.cat([embeds, tok_embeds], dim=1), full_mask)
         return logits[:, s - 1 : s - 1 + tokens.shape[1]], hidden[:, :s], mask, hidden[:, s]
 
     def evaluate(self, inputs: dict[str, torch.Tensor], tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -179,6 +192,8 @@ class OpenVLAPolicy(nn.Module):
         idx = (tokens - self.action_tokenizer.first_id).clamp(0, self.action_tokenizer.n_bins - 1)
         token_logp = logp.gather(-1, idx.unsqueeze(-1)).squeeze(-1)
         entropy = -(logp.exp() * logp).sum(-1)
+        if self.critic is not None:
+            prefix_hidden, mask, first_action_hidden = self._hidden(self.critic, inputs, tokens)[1:]
         return token_logp, entropy, self._value(prefix_hidden, mask, first_action_hidden)
 
     def sft_loss(self, inputs: dict[str, torch.Tensor], tokens: torch.Tensor) -> tuple[torch.Tensor, dict]:
