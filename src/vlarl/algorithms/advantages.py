@@ -6,30 +6,13 @@ Per-step tensors are time-major, ``[T, B]`` (T steps, B envs); per-sample tensor
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
-ADVANTAGES: dict[str, Callable[..., torch.Tensor | tuple[torch.Tensor, torch.Tensor]]] = {}
+from vlarl.algorithms.registry import Registry
 
-
-def register_advantage(name: str) -> Callable[[Callable], Callable]:
-    """Decorator that adds an advantage estimator to ``ADVANTAGES`` under ``name``."""
-
-    def deco(fn: Callable) -> Callable:
-        if name in ADVANTAGES:
-            raise ValueError(f"advantage estimator {name!r} is already registered")
-        ADVANTAGES[name] = fn
-        return fn
-
-    return deco
-
-
-def get_advantage(name: str) -> Callable:
-    """Look up a registered advantage estimator; unknown names raise ``ValueError`` listing the known ones."""
-    if name not in ADVANTAGES:
-        raise ValueError(f"unknown advantage estimator {name!r}; registered: {sorted(ADVANTAGES)}")
-    return ADVANTAGES[name]
+ADVANTAGES = Registry("advantage estimator")
+register_advantage = ADVANTAGES.register
+get_advantage = ADVANTAGES.get
 
 
 def _check_shapes(ref: torch.Tensor, **tensors: torch.Tensor) -> None:

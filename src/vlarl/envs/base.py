@@ -116,7 +116,19 @@ OBS_KEYS = ("image", "proprio", "state")
 RESET_OPTIONS = ("task", "init_state", "init_seed")
 
 
-class SyncVectorEnv:
+class StepFromChunk:
+    """``step`` as a one-action ``step_chunk`` (shared by the vector env implementations)."""
+
+    def step(self, actions: np.ndarray):
+        actions = np.asarray(actions)
+        if actions.ndim != 2:
+            raise ValueError(f"step expects actions [B, A], got shape {actions.shape}")
+        obs, reward, term, trunc, info = self.step_chunk(actions[:, None])
+        info.pop("valid")
+        return obs, reward[:, 0], term[:, 0], trunc[:, 0], info
+
+
+class SyncVectorEnv(StepFromChunk):
     """B single envs stepped in this process; env b runs task ``tasks[b % len(tasks)]``.
 
     ``env_ids`` are the global indices of these envs (a worker process holds a slice), used for
@@ -170,14 +182,6 @@ class SyncVectorEnv:
                 self.task[b] = tasks[b]
             self._reset_one(b, inits[b], seeds[b])
         return self._batch()
-
-    def step(self, actions: np.ndarray):
-        actions = np.asarray(actions)
-        if actions.ndim != 2:
-            raise ValueError(f"step expects actions [B, A], got shape {actions.shape}")
-        obs, reward, term, trunc, info = self.step_chunk(actions[:, None])
-        info.pop("valid")
-        return obs, reward[:, 0], term[:, 0], trunc[:, 0], info
 
     def step_chunk(self, actions: np.ndarray):
         if not self._obs[0]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from vlarl.envs.base import OBS_KEYS, EnvSpec, SyncVectorEnv
+from vlarl.envs.base import OBS_KEYS, EnvSpec, StepFromChunk, SyncVectorEnv
 
 _SHM_KEYS = OBS_KEYS + tuple(f"final_{k}" for k in OBS_KEYS)
 
@@ -58,7 +58,7 @@ def _worker(conn, cfg, env_ids, buffers, shapes, dtypes) -> None:
     conn.close()
 
 
-class SubprocVectorEnv:
+class SubprocVectorEnv(StepFromChunk):
     """Same API and results as ``SyncVectorEnv`` for the same seeds (see ``vlarl.envs.base``)."""
 
     def __init__(self, cfg: Any, spec: EnvSpec):
@@ -139,14 +139,6 @@ class SubprocVectorEnv:
         for w in range(len(self.slices)):
             self._receive(w)
         return self._obs()
-
-    def step(self, actions: np.ndarray):
-        actions = np.asarray(actions)
-        if actions.ndim != 2:
-            raise ValueError(f"step expects actions [B, A], got shape {actions.shape}")
-        obs, reward, term, trunc, info = self.step_chunk(actions[:, None])
-        info.pop("valid")
-        return obs, reward[:, 0], term[:, 0], trunc[:, 0], info
 
     def step_chunk(self, actions: np.ndarray):
         actions = np.asarray(actions)
