@@ -28,7 +28,7 @@ def dataset_path(cfg: DemosCommand) -> Path:
 
 def _fingerprint(cfg: DemosCommand) -> str:
     demos = dataclasses.replace(cfg.demos, output="", overwrite=False)
-    return config_hash(cfg.env, demos, cfg.run)
+    return config_hash(cfg.env, demos, dataclasses.replace(cfg.run, name="", output_dir=""))  # the seed matters
 
 
 def collect_demos(cfg: DemosCommand, console: Console | None = None) -> Path:

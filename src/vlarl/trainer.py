@@ -43,7 +43,8 @@ def sft_checkpoint(cfg: TrainCommand, console: Console) -> Path:
         sft=dataclasses.replace(cfg.sft, eval_at_end=False),
         eval=cfg.eval,
     )
-    root = Path("data") / "sft" / config_hash(cfg.env, cfg.demos, cfg.policy, sft_cfg.sft, cfg.run)
+    seed = dataclasses.replace(cfg.run, name="", output_dir="")  # where the RL run writes does not matter
+    root = Path("data") / "sft" / config_hash(cfg.env, cfg.demos, cfg.policy, sft_cfg.sft, seed)
     final = root / "checkpoints" / "latest"
     if (final / "config.json").is_file():
         console.print(f"[green]SFT cached[/] at {final}")
