@@ -163,3 +163,28 @@ def test_only_safetensors_are_loaded(saved, tmp_path):
     torch.save({"x": torch.zeros(1)}, tmp_path / "pytorch_model.bin")
     with pytest.raises(FileNotFoundError, match="only safetensors"):
         load_pretrained(tmp_path)
+
+
+def test_openvla_checkpoint_without_vlarl_metadata_uses_the_base_vocabulary(saved, tmp_path):
+    """OpenVLA's Llama tokenizer has 32000 base tokens plus an added <PAD>; actions end below the pad."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    _, path = saved
+    target = tmp_path / "openvla-like"
+    target.mkdir()
+    for f in path.glob("model*"):
+        (target / f.name).write_bytes(f.read_bytes())
+    config = json.loads((path / "config.json").read_text())
+    config.pop("vlarl")
+    (target / "config.json").write_text(json.dumps(config))
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i for i in range(3, 500)}}
+    base = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    base.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=base, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    tok.add_special_tokens({"pad_token": "<PAD>"})
+    tok.save_pretrained(str(target))
+    policy = load_pretrained(target)
+    assert len(policy.tokenizer) == 501 and policy.tokenizer.pad_token_id == 500
+    assert policy.action_tokenizer.vocab_size == 500 and policy.action_tokenizer.first_id == 244
+    assert policy.critic is None and policy.model.config.prompt_suffix_id is None

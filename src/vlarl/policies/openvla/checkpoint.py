@@ -269,6 +269,7 @@ def save_pretrained(
             "prompt_suffix_id": cfg.prompt_suffix_id,
             "unnorm_key": unnorm_key,
             "critic": "shared" if policy.critic is None else "separate",
+            "action_vocab_size": policy.action_tokenizer.vocab_size,
         },
     }
     heads = {f"value_head.{k}": v for k, v in policy.value_head.state_dict().items()}
@@ -323,7 +324,9 @@ def load_pretrained(path: str | Path, unnorm_key: str = "", **policy_kwargs: Any
     norm = ActionNormStats.from_dict(stats[key]["action"])
     kwargs = {k: extra[k] for k in ("prompt", "value_position", "critic") if k in extra}
     kwargs.update(policy_kwargs)
-    policy = OpenVLAPolicy(model, load_tokenizer(path), norm, len(norm.q01), **kwargs)
+    tokenizer = load_tokenizer(path)
+    kwargs.setdefault("action_vocab_size", extra.get("action_vocab_size", tokenizer.vocab_size))
+    policy = OpenVLAPolicy(model, tokenizer, norm, len(norm.q01), **kwargs)
     heads_file = path / "vlarl_heads.safetensors"
     if heads_file.is_file():
         heads = load_file(heads_file)

@@ -59,6 +59,7 @@ class OpenVLAPolicy(nn.Module):
         top_k: int = 0,
         top_p: float = 1.0,
         critic: str = "shared",
+        action_vocab_size: int | None = None,
     ):
         super().__init__()
         if value_position not in VALUE_POSITIONS:
@@ -67,7 +68,10 @@ class OpenVLAPolicy(nn.Module):
             raise ValueError(f"critic={critic!r}; choose 'shared' (value head on the policy) or 'separate'")
         self.model = model
         self.tokenizer = tokenizer
-        self.action_tokenizer = ActionTokenizer(len(tokenizer), model.config.n_action_bins)
+        # Action ids are the last n_bins below ``action_vocab_size``: len(tokenizer) for vlarl's
+        # tokenizers (actions are its last tokens), the base vocabulary (32000) for OpenVLA's Llama
+        # tokenizer, whose added <PAD> (32000) sits above the action ids.
+        self.action_tokenizer = ActionTokenizer(action_vocab_size or len(tokenizer), model.config.n_action_bins)
         self.norm_stats = norm_stats
         self.action_dim = action_dim
         self.prompt = prompt
