@@ -188,6 +188,9 @@ class Trainer:
                     for k, v in metrics.items():
                         sums[k] += v * len(rows)
                     count += len(rows)
+                if warmup:  # critic warm-up trains the value head (and a separate critic) only
+                    for p in self.optimizer.param_groups[0]["params"]:
+                        p.grad = None
                 grad_norm = torch.nn.utils.clip_grad_norm_(
                     [p for g in self.optimizer.param_groups for p in g["params"]], algo.grad_clip
                 )

@@ -125,3 +125,16 @@ def test_cli_train_end_to_end_from_demos_and_sft(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "SFT cached" in out and "resumed from" in out
     assert json.loads((run / "summary.json").read_text())["iterations"] == 3
+
+
+def test_critic_warmup_changes_only_the_value_head(tmp_path, start_checkpoint):
+    import torch
+
+    cfg = _cfg(tmp_path, start_checkpoint, "env.num_envs=2", "trainer.iterations=1", "algo.critic_warmup=1")
+    trainer = Trainer(cfg, tmp_path / "warm")
+    before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
+    batch = trainer.collect()
+    trainer.update(batch, *trainer.advantages(batch))
+    changed = {k for k, v in trainer.policy.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith("value_head.") for k in changed)
+    trainer.venv.close()
