@@ -7,7 +7,7 @@ too heavy for the default install, so vlarl uses a small documented layout inste
                                  instructions, the collecting config and its hash
     <root>/meta/episodes.jsonl   one JSON object per episode: episode_index, task, instruction,
                                  length, success, file
-    <root>/data/episode_XXXXXX.npz   arrays with leading dim T (steps):
+    <root>/data/episode_000000.npz   arrays (6-digit episode index) with leading dim T (steps):
         image   uint8   [T, V, H, W, 3]  observation before the action (upright)
         proprio float32 [T, P]
         state   float32 [T, S]           privileged simulator state

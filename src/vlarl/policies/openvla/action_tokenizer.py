@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 
 class ActionTokenizer:
@@ -36,10 +35,6 @@ class ActionTokenizer:
         """Token ids ``[..., A]`` -> normalised actions ``[..., A]`` (bin centres, float32)."""
         idx = np.clip(self.vocab_size - np.asarray(token_ids, dtype=np.int64) - 1, 0, len(self.bin_centers) - 1)
         return self.bin_centers[idx].astype(np.float32)
-
-    def decode_torch(self, token_ids: torch.Tensor) -> torch.Tensor:
-        centers = torch.as_tensor(self.bin_centers, dtype=torch.float32, device=token_ids.device)
-        return centers[(self.vocab_size - token_ids - 1).clamp(0, len(self.bin_centers) - 1)]
 
 
 @dataclass

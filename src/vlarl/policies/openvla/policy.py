@@ -87,10 +87,6 @@ class OpenVLAPolicy(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def action_ids(self) -> torch.Tensor:
-        first = self.action_tokenizer.first_id
-        return torch.arange(first, first + self.action_tokenizer.n_bins, device=self.device)
-
     def prepare(self, obs: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Env observations -> model inputs: pixel_values [B,V,C,S,S], input_ids/attention_mask [B,L], proprio."""
         images = torch.as_tensor(np.asarray(obs["image"]), device=self.device)
