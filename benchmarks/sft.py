@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -48,9 +49,7 @@ def main() -> None:
 
     spec = envs.make_backend(cfg.env).spec(cfg.env.num_envs)
     policy = make_policy(
-        type(cfg.policy)(**{**cfg.policy.__dict__, "checkpoint": str(ckpt), "lora_rank": 0}),
-        spec.action_dim,
-        spec.proprio_dim,
+        dataclasses.replace(cfg.policy, checkpoint=str(ckpt), lora_rank=0), spec.action_dim, spec.proprio_dim
     )
     report = evaluate_policy(policy, cfg.env, cfg.eval, run_dir / "eval", console, seed=cfg.run.seed)
     t3 = time.perf_counter()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from omegaconf import OmegaConf
 from rich.console import Console
 
 from vlarl.config import COMMANDS, ConfigError, describe, load_config
@@ -72,8 +74,6 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]config error:[/] {e}", highlight=False)
         return 2
     if args.print_config:
-        from omegaconf import OmegaConf
-
         print(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
         return 0
     run_dir = make_run_dir(cfg, args.command, args.preset)
@@ -107,10 +107,6 @@ def _override_value(overrides: list[str], key: str) -> str:
 
 def _checkpoint_env(checkpoint: str) -> dict | None:
     """The env section of the run that wrote ``checkpoint`` (the base layer of `vlarl eval`)."""
-    from pathlib import Path
-
-    from omegaconf import OmegaConf
-
     path = Path(checkpoint) / "run_config.yaml"
     if not path.is_file():
         return None
