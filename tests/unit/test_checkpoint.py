@@ -188,3 +188,17 @@ def test_openvla_checkpoint_without_vlarl_metadata_uses_the_base_vocabulary(save
     assert len(policy.tokenizer) == 501 and policy.tokenizer.pad_token_id == 500
     assert policy.action_tokenizer.vocab_size == 500 and policy.action_tokenizer.first_id == 244
     assert policy.critic is None and policy.model.config.prompt_suffix_id is None
+
+
+def test_vlarl_checkpoint_without_action_vocab_key_keeps_its_action_ids(saved, tmp_path):
+    """Checkpoints written before `action_vocab_size` was recorded end their vocabulary with the actions."""
+    policy, path = saved
+    target = tmp_path / "older"
+    target.mkdir()
+    for f in path.iterdir():
+        (target / f.name).write_bytes(f.read_bytes())
+    config = json.loads((path / "config.json").read_text())
+    del config["vlarl"]["action_vocab_size"]
+    (target / "config.json").write_text(json.dumps(config))
+    loaded = load_pretrained(target)
+    assert loaded.action_tokenizer.first_id == policy.action_tokenizer.first_id == len(policy.tokenizer) - 256

@@ -325,7 +325,9 @@ def load_pretrained(path: str | Path, unnorm_key: str = "", **policy_kwargs: Any
     kwargs = {k: extra[k] for k in ("prompt", "value_position", "critic") if k in extra}
     kwargs.update(policy_kwargs)
     tokenizer = load_tokenizer(path)
-    kwargs.setdefault("action_vocab_size", extra.get("action_vocab_size", tokenizer.vocab_size))
+    # vlarl's tokenizers end with the action tokens; OpenVLA's Llama one has an added <PAD> above them
+    default_vocab = len(tokenizer) if extra else tokenizer.vocab_size
+    kwargs.setdefault("action_vocab_size", extra.get("action_vocab_size", default_vocab))
     policy = OpenVLAPolicy(model, tokenizer, norm, len(norm.q01), **kwargs)
     heads_file = path / "vlarl_heads.safetensors"
     if heads_file.is_file():
