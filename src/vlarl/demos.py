@@ -14,9 +14,8 @@ from tqdm import tqdm
 from vlarl import envs
 from vlarl.config.schema import DemosCommand
 from vlarl.data.dataset import DemoDataset, DemoWriter
+from vlarl.envs.base import OBS_KEYS
 from vlarl.utils.run import config_hash
-
-_STEP_KEYS = ("image", "proprio", "state")
 
 
 def dataset_path(cfg: DemosCommand) -> Path:
@@ -69,7 +68,7 @@ def collect_demos(cfg: DemosCommand, console: Console | None = None) -> Path:
             obs, reward, term, trunc, info = venv.step(actions)
             for b, task in enumerate(tasks):
                 ep = episodes[b]
-                for k in _STEP_KEYS:
+                for k in OBS_KEYS:
                     ep[k].append(prev[k][b])
                 ep["action"].append(actions[b])
                 ep["reward"].append(reward[b])
@@ -109,7 +108,7 @@ def collect_demos(cfg: DemosCommand, console: Console | None = None) -> Path:
 
 
 def _new_episode() -> dict[str, list]:
-    return {k: [] for k in (*_STEP_KEYS, "action", "reward", "success")}
+    return {k: [] for k in (*OBS_KEYS, "action", "reward", "success")}
 
 
 def expert_table(stats: dict[str, dict[str, Any]]) -> Table:
