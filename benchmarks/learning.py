@@ -4,7 +4,11 @@ Both algorithms start from the same (cached) SFT checkpoint, see the same fixed 
 states (never used for training), and get the same RL wall-clock budget. Reports per-task and mean
 success before/after RL, the gap to 100% closed, env steps and wall time (table + JSON).
 
-    python benchmarks/learning.py [--preset metaworld_mt3_tiny] [--algos ppo grpo] [--budget-min 60] [key=value ...]
+    python benchmarks/learning.py [--preset metaworld_mt3] [--algos grpo ppo] [--budget-min 60 | grpo=60 ppo=30]
+                                  [--set key=value ...]
+
+The preset holds the hyperparameters (a user gets the same ones); ``--algos`` only switches
+``algo.name``, so GRPO's group size and dynamic sampling come from the preset too.
 """
 
 from __future__ import annotations
@@ -23,20 +27,28 @@ from common import write_result  # noqa: E402
 from vlarl.config import load_config  # noqa: E402
 from vlarl.trainer import run_train  # noqa: E402
 
-ALGO_OVERRIDES = {
-    "ppo": ["algo.name=ppo"],
-    "grpo": ["algo.name=grpo", "algo.group_size=3", "algo.dynamic_sampling=true"],
-}
+ALGOS = ("grpo", "ppo")
+
+
+def budgets(items: list[str], algos: list[str]) -> dict[str, float]:
+    """``["60"]`` -> every algo 60 min; ``["grpo=60", "ppo=30"]`` -> per algo (each algo named once)."""
+    if len(items) == 1 and "=" not in items[0]:
+        return dict.fromkeys(algos, float(items[0]))
+    named = {k: float(v) for k, v in (item.split("=", 1) for item in items)}
+    if set(named) != set(algos):
+        raise SystemExit(f"--budget-min names {sorted(named)}, but --algos is {algos}")
+    return named
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="metaworld_mt3_tiny")
-    parser.add_argument("--algos", nargs="+", default=["ppo", "grpo"], choices=sorted(ALGO_OVERRIDES))
-    parser.add_argument("--budget-min", type=float, default=60.0, help="RL wall-clock minutes per algorithm")
+    parser.add_argument("--preset", default="metaworld_mt3")
+    parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
+    parser.add_argument("--budget-min", nargs="+", default=["60"], help="RL minutes: one number, or algo=minutes")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/learning.json)")
-    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides key=value")
     args = parser.parse_args()
+    budget = budgets(args.budget_min, args.algos)
     console = Console(width=120)
     results = {}
     for algo in args.algos:
@@ -45,9 +57,8 @@ def main() -> None:
             args.preset,
             overrides=[
                 "trainer.iterations=100000",
-                f"trainer.time_budget_min={args.budget_min}",
-                "trainer.save_every=20",
-                *ALGO_OVERRIDES[algo],
+                f"trainer.time_budget_min={budget[algo]}",
+                f"algo.name={algo}",
                 *args.overrides,
                 f"run.name=bench-learning-{algo}",
                 "run.output_dir=runs/benchmarks",
@@ -65,10 +76,11 @@ def main() -> None:
             "gap_closed": (after["mean_success"] - before["mean_success"]) / gap if gap > 0 else 0.0,
             "iterations": summary["iterations"],
             "env_steps": summary["env_steps"],
+            "budget_min": budget[algo],
             "rl_minutes": summary["rl_seconds"] / 60,
             "wall_minutes": (time.perf_counter() - start) / 60,
         }
-    table = Table(title=f"learning benchmark ({args.preset}, {args.budget_min:g} min RL budget)")
+    table = Table(title=f"learning benchmark ({args.preset}; RL budget per algo: {budget} min)")
     for col in ("algo", "task", "SFT", "after RL", "change"):
         table.add_column(col, justify="left" if col in ("algo", "task") else "right")
     for algo, r in results.items():
@@ -91,7 +103,7 @@ def main() -> None:
     console.print(table)
     path = write_result(
         "learning",
-        {"preset": args.preset, "budget_min": args.budget_min, "overrides": args.overrides, "results": results},
+        {"preset": args.preset, "budget_min": budget, "overrides": args.overrides, "results": results},
         args.out,
     )
     console.print(f"wrote {path}")

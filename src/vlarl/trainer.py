@@ -104,8 +104,10 @@ class Trainer:
         """One episode per env; GRPO groups share task and initial state (dynamic sampling optional)."""
         cfg, spec = self.cfg, self.venv.spec
         b, tasks = spec.num_envs, spec.tasks
-        n = cfg.algo.group_size if cfg.algo.name == "grpo" else 1
-        kept, rounds = [], cfg.algo.ds_max_rounds if cfg.algo.dynamic_sampling else 1
+        grpo = cfg.algo.name == "grpo"
+        n = cfg.algo.group_size if grpo else 1
+        dynamic = grpo and cfg.algo.dynamic_sampling  # ppo ignores it: its "groups" are single episodes
+        kept, rounds = [], cfg.algo.ds_max_rounds if dynamic else 1
         batch = None
         for r in range(rounds):
             rng = np.random.default_rng(self._seed(1, r))
@@ -122,7 +124,7 @@ class Trainer:
                 seed=self._seed(2, r),
                 max_steps=cfg.env.max_episode_steps,
             )
-            if cfg.algo.dynamic_sampling:
+            if dynamic:
                 rate = batch.success.float().reshape(groups, n).mean(1)
                 ok = ((rate >= cfg.algo.ds_low) & (rate <= cfg.algo.ds_high)).repeat_interleave(n)
                 kept.append(batch.select(ok.nonzero().squeeze(1).tolist()))
