@@ -27,7 +27,7 @@ def dataset_path(cfg: DemosCommand) -> Path:
 
 def _fingerprint(cfg: DemosCommand) -> str:
     demos = dataclasses.replace(cfg.demos, output="", overwrite=False)
-    return config_hash(cfg.env, demos, dataclasses.replace(cfg.run, name="", output_dir=""))  # the seed matters
+    return config_hash(cfg.env, demos, {"seed": cfg.run.seed})  # the seed matters, the run's name does not
 
 
 def collect_demos(cfg: DemosCommand, console: Console | None = None) -> Path:

@@ -25,6 +25,7 @@ from vlarl.demos import collect_demos
 from vlarl.policies import ActionNormStats, make_policy
 from vlarl.policies.openvla.checkpoint import save_pretrained
 from vlarl.policies.openvla.lora import merged_copy
+from vlarl.utils.metrics import MetricLogger
 
 
 def lr_lambda(warmup: int, total: int, min_ratio: float):
@@ -76,9 +77,7 @@ def run_sft(cfg: SFTCommand, run_dir: Path, console: Console | None = None) -> P
         optimizer, lr_lambda(cfg.sft.warmup_steps, cfg.sft.steps, cfg.sft.min_lr_ratio)
     )
     console.print(f"SFT on {n} frames from {root}: {sum(p.numel() for p in params):,} trainable parameters")
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(run_dir / "tb"))
+    logger = MetricLogger(run_dir, cfg.run.wandb_project, cfg)
     rng = np.random.default_rng(cfg.run.seed)
     micro = max(1, cfg.sft.batch_size // cfg.sft.grad_accum)
     ckpt_dir = run_dir / "checkpoints"
@@ -104,13 +103,12 @@ def run_sft(cfg: SFTCommand, run_dir: Path, console: Console | None = None) -> P
         schedule.step()
         if step % cfg.sft.log_every == 0 or step == cfg.sft.steps - 1:
             metrics.update(grad_norm=float(grad_norm), lr=schedule.get_last_lr()[0])
-            for k, v in metrics.items():
-                writer.add_scalar(f"sft/{k}", v, step)
+            logger.log({f"sft/{k}": v for k, v in metrics.items()}, step)
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['token_accuracy']:.2f}")
         if (step + 1) % cfg.sft.save_every == 0 and step + 1 < cfg.sft.steps:
             save_checkpoint(policy, cfg, ckpt_dir / f"step_{step + 1:06d}")
     bar.close()
-    writer.close()
+    logger.close()
     final = ckpt_dir / "latest"
     save_checkpoint(policy, cfg, final)
     shutil.copytree(final, ckpt_dir / f"step_{cfg.sft.steps:06d}", dirs_exist_ok=True)

@@ -30,6 +30,7 @@ from vlarl.policies import make_policy
 from vlarl.rollout.collector import Batch, collect_episodes, concat_batches
 from vlarl.sft import autocast, run_sft, save_checkpoint
 from vlarl.utils.io import atomic_dir, atomic_write_json
+from vlarl.utils.metrics import MetricLogger
 from vlarl.utils.run import config_hash
 
 
@@ -43,7 +44,7 @@ def sft_checkpoint(cfg: TrainCommand, console: Console) -> Path:
         sft=dataclasses.replace(cfg.sft, eval_at_end=False),
         eval=cfg.eval,
     )
-    seed = dataclasses.replace(cfg.run, name="", output_dir="")  # where the RL run writes does not matter
+    seed = {"seed": cfg.run.seed}  # where and under which name the RL run writes does not matter
     root = Path("data") / "sft" / config_hash(cfg.env, cfg.demos, cfg.policy, sft_cfg.sft, seed)
     final = root / "checkpoints" / "latest"
     if (final / "config.json").is_file():
@@ -86,9 +87,7 @@ class Trainer:
             self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
         self.iteration = 0
         self.timing: dict[str, float] = {}
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer = SummaryWriter(str(self.run_dir / "tb"))
+        self.metrics = MetricLogger(self.run_dir, cfg.run.wandb_project, cfg)
 
     @contextmanager
     def timed(self, name: str):
@@ -283,9 +282,8 @@ class Trainer:
             report = evaluate_policy(
                 self.policy, self.cfg.env, self.cfg.eval, self.run_dir / name, self.console, seed=self.cfg.run.seed
             )
-        self.writer.add_scalar("eval/mean_success", report["mean_success"], self.iteration)
-        for task, r in report["per_task"].items():
-            self.writer.add_scalar(f"eval/success/{task}", r["success_rate"], self.iteration)
+        row = {f"eval/success/{task}": r["success_rate"] for task, r in report["per_task"].items()}
+        self.metrics.log({"eval/mean_success": report["mean_success"], **row}, self.iteration)
         return report
 
     def log(self, batch: Batch, metrics: dict[str, float]) -> dict[str, float]:
@@ -301,8 +299,7 @@ class Trainer:
         row |= {f"timing/{k}": v for k, v in self.timing.items()}
         row["perf/env_steps_per_s"] = steps / max(self.timing.get("collect", 1e-9), 1e-9)
         row["perf/samples_per_s"] = steps * self.cfg.algo.epochs / max(self.timing.get("update", 1e-9), 1e-9)
-        for k, v in row.items():
-            self.writer.add_scalar(k, v, self.iteration)
+        self.metrics.log(row, self.iteration)
         return row
 
     def train(self) -> dict[str, Any]:
@@ -346,7 +343,7 @@ class Trainer:
         atomic_write_json(self.run_dir / "summary.json", summary)
         if before is not None:
             self.console.print(before_after_table(before, after))
-        self.writer.close()
+        self.metrics.close()
         self.venv.close()
         return summary
 

@@ -24,6 +24,9 @@ class RunConfig:
     name: str = doc("", "Run name; empty means '<command>-<preset>-<timestamp>'.")
     output_dir: str = doc("runs", "Parent folder of run folders; the resolved config is saved in each.")
     seed: int = doc(0, "Global seed (envs, sampling, initialisation).")
+    wandb_project: str = doc(
+        "", "Also log metrics to this Weights & Biases project (needs vlarl[wandb]); empty: TensorBoard only."
+    )
 
 
 @dataclass

@@ -13,8 +13,8 @@ from vlarl.config.loader import save_config
 
 
 def config_hash(*sections: Any) -> str:
-    """A short stable fingerprint of dataclass sections (used to reuse cached artefacts)."""
-    blob = json.dumps([dataclasses.asdict(s) for s in sections], sort_keys=True)
+    """A short stable fingerprint of dataclass sections or plain dicts (used to reuse cached artefacts)."""
+    blob = json.dumps([dataclasses.asdict(s) if dataclasses.is_dataclass(s) else s for s in sections], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
