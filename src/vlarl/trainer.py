@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from vlarl import algorithms, envs
 from vlarl.config.schema import SFTCommand, TrainCommand
+from vlarl.envs.curriculum import SuccessCurriculum
 from vlarl.evaluate import evaluate_policy
 from vlarl.policies import make_policy
 from vlarl.rollout.collector import Batch, collect_episodes, concat_batches
@@ -70,8 +71,15 @@ class Trainer:
         start = sft_checkpoint(cfg, self.console) if cfg.trainer.init == "sft" else cfg.policy.checkpoint
         if not start:
             raise ValueError("trainer.init=checkpoint needs policy.checkpoint=<folder>")
+        if cfg.trainer.curriculum not in ("none", "success"):
+            raise ValueError(f"trainer.curriculum={cfg.trainer.curriculum!r}; choose 'none' or 'success'")
         self.venv = envs.make(cfg.env)
         spec = self.venv.spec
+        self.curriculum = None
+        if cfg.trainer.curriculum == "success":
+            n = algo.group_size if algo.name == "grpo" else 1
+            t = cfg.trainer
+            self.curriculum = SuccessCurriculum(spec.tasks, t.curriculum_window, n, t.curriculum_floor)
         self.policy = make_policy(
             dataclasses.replace(cfg.policy, checkpoint=str(start)), spec.action_dim, spec.proprio_dim
         )
@@ -100,7 +108,10 @@ class Trainer:
 
     # ---- stages -------------------------------------------------------------------------------
     def collect(self) -> Batch:
-        """One episode per env; GRPO groups share task and initial state (dynamic sampling optional)."""
+        """One episode per env; GRPO groups share task and initial state (dynamic sampling optional).
+
+        Tasks go in turn, or by the success curriculum, which sees every collected episode.
+        """
         cfg, spec = self.cfg, self.venv.spec
         b, tasks = spec.num_envs, spec.tasks
         grpo = cfg.algo.name == "grpo"
@@ -114,15 +125,20 @@ class Trainer:
             offset = self.iteration * groups + r
             group_task = [tasks[(offset + g) % len(tasks)] if n > 1 else spec.env_tasks[g] for g in range(groups)]
             group_seed = rng.integers(2**31, size=groups)
+            if self.curriculum is not None:
+                group_task = self.curriculum.sample(groups, rng)
+            env_task = [group_task[i // n] for i in range(b)]
             batch = collect_episodes(
                 self.policy,
                 self.venv,
-                [group_task[i // n] for i in range(b)],
+                env_task,
                 [int(group_seed[i // n]) for i in range(b)],
                 [r * b + i // n for i in range(b)],
                 seed=self._seed(2, r),
                 max_steps=cfg.env.max_episode_steps,
             )
+            if self.curriculum is not None:
+                self.curriculum.update(env_task, batch.success.tolist())
             if dynamic:
                 rate = batch.success.float().reshape(groups, n).mean(1)
                 ok = ((rate >= cfg.algo.ds_low) & (rate <= cfg.algo.ds_high)).repeat_interleave(n)
@@ -258,7 +274,10 @@ class Trainer:
             save_file(state, tmp / "train_state.safetensors")
             torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
             save_file({"torch_rng": torch.get_rng_state()}, tmp / "rng.safetensors")
-            atomic_write_json(tmp / "trainer.json", {"iteration": self.iteration, "seed": self.cfg.run.seed})
+            progress = {"iteration": self.iteration, "seed": self.cfg.run.seed}
+            if self.curriculum is not None:
+                progress["curriculum"] = self.curriculum.state_dict()
+            atomic_write_json(tmp / "trainer.json", progress)
         latest = self.run_dir / "checkpoints" / "latest"
         with atomic_dir(latest) as tmp:
             (tmp / "CHECKPOINT").write_text(path.name + "\n")
@@ -273,7 +292,10 @@ class Trainer:
         self.policy.load_state_dict(load_file(path / "train_state.safetensors"))
         self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
         torch.set_rng_state(load_file(path / "rng.safetensors")["torch_rng"])
-        self.iteration = json.loads((path / "trainer.json").read_text())["iteration"]
+        progress = json.loads((path / "trainer.json").read_text())
+        self.iteration = progress["iteration"]
+        if self.curriculum is not None:
+            self.curriculum.load_state_dict(progress.get("curriculum", {}))
         self.console.print(f"resumed from {path} at iteration {self.iteration}")
 
     # ---- the loop -----------------------------------------------------------------------------
@@ -297,6 +319,10 @@ class Trainer:
             "env/steps": steps,
         }
         row |= {f"timing/{k}": v for k, v in self.timing.items()}
+        if self.curriculum is not None:
+            for task, rate, weight in zip(self.curriculum.tasks, self.curriculum.rates(), self.curriculum.weights()):
+                row[f"rollout/task_success/{task}"] = float(rate)
+                row[f"rollout/task_weight/{task}"] = float(weight)
         row["perf/env_steps_per_s"] = steps / max(self.timing.get("collect", 1e-9), 1e-9)
         row["perf/samples_per_s"] = steps * self.cfg.algo.epochs / max(self.timing.get("update", 1e-9), 1e-9)
         self.metrics.log(row, self.iteration)

@@ -50,14 +50,24 @@ def _cfg(tmp_path, start, *extra):
     )
 
 
-def test_resume_repeats_the_uninterrupted_run(tmp_path, start_checkpoint):
+@pytest.mark.parametrize("curriculum", ["none", "success"])
+def test_resume_repeats_the_uninterrupted_run(tmp_path, start_checkpoint, curriculum):
     cfg = _cfg(
-        tmp_path, start_checkpoint, "env.num_envs=2", "trainer.iterations=2", "trainer.save_every=1", "algo.epochs=2"
+        tmp_path,
+        start_checkpoint,
+        "env.num_envs=2",
+        "trainer.iterations=2",
+        "trainer.save_every=1",
+        "algo.epochs=2",
+        f"trainer.curriculum={curriculum}",
     )
     full = Trainer(cfg, tmp_path / "full").train()["history"]
     resumed = Trainer(cfg, tmp_path / "resumed")
     resumed.load(tmp_path / "full" / "checkpoints" / "iter_000001")
     assert resumed.iteration == 1
+    if curriculum == "success":  # the curriculum's memory is part of the checkpoint
+        assert sum(len(h) for h in resumed.curriculum.state_dict().values()) == 2
+        assert "rollout/task_weight/reach-v3" in full[0]
     again = resumed.train()["history"]
     assert len(again) == 1
     for key in ("train/policy/loss", "train/value/loss", "train/grad_norm", "train/policy/ratio_max", "env/steps"):
@@ -84,6 +94,8 @@ def test_bad_algo_settings_fail_clearly(tmp_path, start_checkpoint):
         Trainer(_cfg(tmp_path, start_checkpoint, "env.num_envs=3", "algo.name=grpo", "algo.group_size=2"), tmp_path)
     with pytest.raises(ValueError, match="registered"):
         Trainer(_cfg(tmp_path, start_checkpoint, "algo.advantage=nope"), tmp_path)
+    with pytest.raises(ValueError, match="trainer.curriculum"):
+        Trainer(_cfg(tmp_path, start_checkpoint, "trainer.curriculum=hard"), tmp_path)
 
 
 def test_cli_train_end_to_end_from_demos_and_sft(tmp_path, capsys, monkeypatch):

@@ -164,6 +164,11 @@ class TrainerConfig:
     iterations: int = doc(20, "RL iterations (collect, advantages, update).")
     time_budget_min: float = doc(0.0, "Stop after this many minutes of RL (evaluations excluded); 0: no limit.")
     temperature: float = doc(1.0, "Rollout sampling temperature (eval uses eval.temperature/greedy).")
+    curriculum: str = doc(
+        "none", "'none': tasks in turn; 'success': sample tasks by recent rollout success (envs/curriculum.py)."
+    )
+    curriculum_window: int = doc(20, "Curriculum: rollouts per task remembered.")
+    curriculum_floor: float = doc(0.05, "Curriculum: least weight of a task (solved or hopeless ones stay in the mix).")
     eval_every: int = doc(0, "Iterations between evaluations; 0: only before and after training.")
     save_every: int = doc(5, "Iterations between checkpoints (the last is always written).")
     resume: str = doc("", "Checkpoint folder (<run>/checkpoints/...) to resume from; 'auto': the run's latest.")

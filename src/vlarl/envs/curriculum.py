@@ -1,0 +1,51 @@
+"""Success-based task curriculum (after VLA-RL): spend rollouts on tasks that still teach something.
+
+Each task keeps its last ``window`` rollout successes. A task's weight is the chance that a group of
+``group_size`` episodes of it has mixed outcomes, ``1 - s^n - (1 - s)^n`` for its recent success
+rate ``s`` (``n = 2`` for ungrouped PPO): zero-advantage groups (all succeed or all fail) carry no
+GRPO signal, and the weight peaks at ``s = 0.5`` as VLA-RL's curriculum aims to. ``floor`` keeps
+solved and hopeless tasks in the mix so forgetting shows up; a task without history counts as 0.5.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+
+class SuccessCurriculum:
+    def __init__(self, tasks: list[str], window: int = 20, group_size: int = 1, floor: float = 0.05):
+        if window < 1 or not 0 < floor <= 1:
+            raise ValueError(f"curriculum window={window} must be >= 1 and floor={floor} in (0, 1]")
+        self.tasks = list(tasks)
+        self.n = max(group_size, 2)
+        self.floor = floor
+        self.history: dict[str, deque[bool]] = {t: deque(maxlen=window) for t in self.tasks}
+
+    def update(self, tasks: list[str], success: list[bool]) -> None:
+        """Record one finished episode per (task, success) pair."""
+        for task, ok in zip(tasks, success, strict=True):
+            self.history[task].append(bool(ok))
+
+    def rates(self) -> np.ndarray:
+        """Recent success rate per task ``[len(tasks)]`` (0.5 without history)."""
+        return np.array([np.mean(h) if h else 0.5 for h in self.history.values()])
+
+    def weights(self) -> np.ndarray:
+        """Sampling probabilities per task ``[len(tasks)]``, summing to 1."""
+        s = self.rates()
+        w = np.maximum(1 - s**self.n - (1 - s) ** self.n, self.floor)
+        return w / w.sum()
+
+    def sample(self, k: int, rng: np.random.Generator) -> list[str]:
+        """``k`` task names drawn with replacement by ``weights()``."""
+        return [self.tasks[i] for i in rng.choice(len(self.tasks), size=k, p=self.weights())]
+
+    def state_dict(self) -> dict[str, list[bool]]:
+        return {t: list(h) for t, h in self.history.items()}
+
+    def load_state_dict(self, state: dict[str, list[bool]]) -> None:
+        for task, hist in state.items():
+            self.history[task].clear()
+            self.history[task].extend(hist)
