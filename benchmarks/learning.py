@@ -14,6 +14,7 @@ The preset holds the hyperparameters (a user gets the same ones); ``--algos`` on
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -64,8 +65,10 @@ def main() -> None:
                 "run.output_dir=runs/benchmarks",
             ],
         )
+        run_dir = Path(cfg.run.output_dir) / cfg.run.name
+        shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run: no stale checkpoints or TensorBoard events
         start = time.perf_counter()
-        summary = run_train(cfg, Path(cfg.run.output_dir) / cfg.run.name, console)
+        summary = run_train(cfg, run_dir, console)
         before, after = summary["before"], summary["after"]
         gap = 1.0 - before["mean_success"]
         results[algo] = {
