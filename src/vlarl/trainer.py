@@ -167,12 +167,18 @@ class Trainer:
         return torch.where(batch.mask, adv, 0.0), torch.where(batch.mask, ret, 0.0)
 
     def update(self, batch: Batch, adv: torch.Tensor, ret: torch.Tensor) -> dict[str, float]:
-        """PPO epochs over the valid steps of ``batch``; returns mean metrics."""
+        """PPO epochs over the valid steps of ``batch``; returns mean metrics.
+
+        Without a critic and with every advantage zero (no group had mixed outcomes) there is nothing
+        to learn, and an optimizer step would still move the weights by Adam's momentum: skipped.
+        """
         algo, policy = self.cfg.algo, self.policy
+        use_value = self.advantage == "gae"
+        if not use_value and not adv.any():
+            return {"update_skipped": 1.0}
         t_idx, b_idx = batch.mask.nonzero(as_tuple=True)
         n = len(t_idx)
-        warmup = self.iteration < algo.critic_warmup
-        use_value = self.advantage == "gae"
+        warmup = use_value and self.iteration < algo.critic_warmup
         rng = np.random.default_rng(self._seed(3))
         sums: dict[str, float] = defaultdict(float)
         count = 0
@@ -215,7 +221,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 sums["grad_norm"] += float(grad_norm) * len(mb)
         policy.eval()
-        return {k: v / max(count, 1) for k, v in sums.items()}
+        return {k: v / max(count, 1) for k, v in sums.items()} | {"update_skipped": 0.0}
 
     def _loss(self, inputs, tokens, old_logp, adv, old_value, ret, warmup: bool, use_value: bool):
         algo, dev = self.cfg.algo, self.policy.device

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from vlarl.cli import main
 from vlarl.config import load_config
@@ -29,8 +30,6 @@ SMALL = [
 
 @pytest.fixture(scope="module")
 def start_checkpoint(tmp_path_factory):
-    import torch
-
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("start") / "policy"
     save_pretrained(build_policy("tiny", 4, instructions=["reach the goal position", "push the drawer closed"]), path)
@@ -84,8 +83,11 @@ def test_grpo_groups_share_task_and_start(tmp_path, start_checkpoint):
     assert batch.group_id.tolist() == [0, 0, 1, 1]
     assert batch.task[0] == batch.task[1] and batch.task[2] == batch.task[3] and set(batch.task) == set(TASKS)
     assert (batch.image[0, 0] == batch.image[0, 1]).all() and not (batch.image[0, 1] == batch.image[0, 2]).all()
-    adv, _ = trainer.advantages(batch)
+    adv, ret = trainer.advantages(batch)
     assert adv.shape == batch.value.shape and (adv[~batch.mask] == 0).all()
+    before = [p.detach().clone() for p in trainer.policy.parameters()]
+    assert trainer.update(batch, torch.zeros_like(adv), ret) == {"update_skipped": 1.0}  # no signal: no step
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.policy.parameters()))
     trainer.venv.close()
 
 
@@ -140,8 +142,6 @@ def test_cli_train_end_to_end_from_demos_and_sft(tmp_path, capsys, monkeypatch):
 
 
 def test_critic_warmup_changes_only_the_value_head(tmp_path, start_checkpoint):
-    import torch
-
     cfg = _cfg(tmp_path, start_checkpoint, "env.num_envs=2", "trainer.iterations=1", "algo.critic_warmup=1")
     trainer = Trainer(cfg, tmp_path / "warm")
     before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
