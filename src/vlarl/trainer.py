@@ -46,7 +46,8 @@ def sft_checkpoint(cfg: TrainCommand, console: Console) -> Path:
         eval=cfg.eval,
     )
     seed = {"seed": cfg.run.seed}  # where and under which name the RL run writes does not matter
-    root = Path("data") / "sft" / config_hash(cfg.env, cfg.demos, cfg.policy, sft_cfg.sft, seed)
+    env = dataclasses.replace(cfg.env, reward="sparse")  # SFT never reads rewards
+    root = Path("data") / "sft" / config_hash(env, cfg.demos, cfg.policy, sft_cfg.sft, seed)
     final = root / "checkpoints" / "latest"
     if (final / "config.json").is_file():
         console.print(f"[green]SFT cached[/] at {final}")
@@ -64,6 +65,8 @@ class Trainer:
             raise ValueError(f"unknown algo.name {algo.name!r}; choose 'ppo' or 'grpo'")
         self.advantage = algo.advantage or ("gae" if algo.name == "ppo" else "grpo")
         algorithms.get_advantage(self.advantage)  # unknown names list the registered ones
+        if algo.score not in ("success", "max_reward"):
+            raise ValueError(f"algo.score={algo.score!r}; choose 'success' or 'max_reward'")
         if algo.logprob_granularity not in ("token", "action"):
             raise ValueError(f"algo.logprob_granularity={algo.logprob_granularity!r}; choose 'token' or 'action'")
         if algo.name == "grpo" and cfg.env.num_envs % algo.group_size:
@@ -161,7 +164,11 @@ class Trainer:
             if algo.norm_adv:
                 adv = algorithms.normalize(adv, batch.mask)
         else:
-            episode = algorithms.get_advantage(self.advantage)(batch.success.float(), batch.group_id)
+            if algo.score == "success":
+                score = batch.success.float()
+            else:  # the episode's best step reward: under shaped rewards, how close it came
+                score = batch.reward.masked_fill(~batch.mask, -torch.inf).amax(0)
+            episode = algorithms.get_advantage(self.advantage)(score, batch.group_id)
             adv = episode.unsqueeze(0).expand_as(batch.value)
             ret = batch.value
         return torch.where(batch.mask, adv, 0.0), torch.where(batch.mask, ret, 0.0)

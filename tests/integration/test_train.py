@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from vlarl import algorithms
 from vlarl.cli import main
 from vlarl.config import load_config
 from vlarl.policies.openvla.checkpoint import save_pretrained
@@ -91,11 +92,25 @@ def test_grpo_groups_share_task_and_start(tmp_path, start_checkpoint):
     trainer.venv.close()
 
 
+def test_grpo_max_reward_score_ranks_episodes_by_their_best_step(tmp_path, start_checkpoint):
+    extra = ["env.num_envs=4", "env.reward=dense", "algo.name=grpo", "algo.group_size=2", "algo.score=max_reward"]
+    trainer = Trainer(_cfg(tmp_path, start_checkpoint, *extra), tmp_path / "score")
+    batch = trainer.collect()
+    adv, _ = trainer.advantages(batch)
+    steps = range(batch.reward.shape[0])
+    best = [max(batch.reward[t, b].item() for t in steps if batch.mask[t, b]) for b in range(4)]
+    assert len(set(best)) == 4  # shaped rewards differ between episodes: the check has teeth
+    torch.testing.assert_close(adv[0], algorithms.grpo(torch.tensor(best), batch.group_id))
+    trainer.venv.close()
+
+
 def test_bad_algo_settings_fail_clearly(tmp_path, start_checkpoint):
     with pytest.raises(ValueError, match="multiple of algo.group_size"):
         Trainer(_cfg(tmp_path, start_checkpoint, "env.num_envs=3", "algo.name=grpo", "algo.group_size=2"), tmp_path)
     with pytest.raises(ValueError, match="registered"):
         Trainer(_cfg(tmp_path, start_checkpoint, "algo.advantage=nope"), tmp_path)
+    with pytest.raises(ValueError, match="algo.score"):
+        Trainer(_cfg(tmp_path, start_checkpoint, "algo.score=return"), tmp_path)
     with pytest.raises(ValueError, match="trainer.curriculum"):
         Trainer(_cfg(tmp_path, start_checkpoint, "trainer.curriculum=hard"), tmp_path)
 

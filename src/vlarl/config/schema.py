@@ -128,6 +128,11 @@ class AlgoConfig:
 
     name: str = doc("ppo", "'ppo' (GAE with the value head) or 'grpo' (group-normalised episode success).")
     advantage: str = doc("", "Advantage estimator; empty: 'gae' for ppo, 'grpo' for grpo (also 'rloo').")
+    score: str = doc(
+        "success",
+        "Episode score of grpo/rloo: 'success', or 'max_reward' (best step reward; with env.reward=dense, "
+        "how close the episode came to success).",
+    )
     gamma: float = doc(0.99, "Discount.")
     lam: float = doc(0.95, "GAE lambda.")
     group_size: int = doc(8, "GRPO: episodes per group (same task and initial state); divides env.num_envs.")
