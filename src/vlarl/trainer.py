@@ -176,14 +176,16 @@ class Trainer:
     def update(self, batch: Batch, adv: torch.Tensor, ret: torch.Tensor) -> dict[str, float]:
         """PPO epochs over the valid steps of ``batch``; returns mean metrics.
 
-        Without a critic and with every advantage zero (no group had mixed outcomes) there is nothing
-        to learn, and an optimizer step would still move the weights by Adam's momentum: skipped.
+        Without a critic, steps with zero advantage (groups without mixed outcomes) carry no gradient
+        and are left out; with none left an optimizer step would still move the weights by Adam's
+        momentum, so the update is skipped.
         """
         algo, policy = self.cfg.algo, self.policy
         use_value = self.advantage == "gae"
-        if not use_value and not adv.any():
+        rows = batch.mask if use_value else batch.mask & (adv != 0)
+        if not rows.any():
             return {"update_skipped": 1.0}
-        t_idx, b_idx = batch.mask.nonzero(as_tuple=True)
+        t_idx, b_idx = rows.nonzero(as_tuple=True)
         n = len(t_idx)
         warmup = use_value and self.iteration < algo.critic_warmup
         rng = np.random.default_rng(self._seed(3))
@@ -228,7 +230,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 sums["grad_norm"] += float(grad_norm) * len(mb)
         policy.eval()
-        return {k: v / max(count, 1) for k, v in sums.items()} | {"update_skipped": 0.0}
+        return {k: v / max(count, 1) for k, v in sums.items()} | {"update_skipped": 0.0, "samples": n}
 
     def _loss(self, inputs, tokens, old_logp, adv, old_value, ret, warmup: bool, use_value: bool):
         algo, dev = self.cfg.algo, self.policy.device
