@@ -69,20 +69,20 @@ class Trainer:
             raise ValueError(f"algo.score={algo.score!r}; choose 'success' or 'max_reward'")
         if algo.logprob_granularity not in ("token", "action"):
             raise ValueError(f"algo.logprob_granularity={algo.logprob_granularity!r}; choose 'token' or 'action'")
+        if cfg.trainer.curriculum not in ("none", "success"):
+            raise ValueError(f"trainer.curriculum={cfg.trainer.curriculum!r}; choose 'none' or 'success'")
+        self.group_size = algo.group_size if algo.name == "grpo" else 1  # ppo: every episode on its own
         if algo.name == "grpo" and cfg.env.num_envs % algo.group_size:
             raise ValueError(f"env.num_envs={cfg.env.num_envs} is not a multiple of algo.group_size={algo.group_size}")
         start = sft_checkpoint(cfg, self.console) if cfg.trainer.init == "sft" else cfg.policy.checkpoint
         if not start:
             raise ValueError("trainer.init=checkpoint needs policy.checkpoint=<folder>")
-        if cfg.trainer.curriculum not in ("none", "success"):
-            raise ValueError(f"trainer.curriculum={cfg.trainer.curriculum!r}; choose 'none' or 'success'")
         self.venv = envs.make(cfg.env)
         spec = self.venv.spec
         self.curriculum = None
         if cfg.trainer.curriculum == "success":
-            n = algo.group_size if algo.name == "grpo" else 1
             t = cfg.trainer
-            self.curriculum = SuccessCurriculum(spec.tasks, t.curriculum_window, n, t.curriculum_floor)
+            self.curriculum = SuccessCurriculum(spec.tasks, t.curriculum_window, self.group_size, t.curriculum_floor)
         self.policy = make_policy(
             dataclasses.replace(cfg.policy, checkpoint=str(start)), spec.action_dim, spec.proprio_dim
         )
@@ -117,19 +117,19 @@ class Trainer:
         """
         cfg, spec = self.cfg, self.venv.spec
         b, tasks = spec.num_envs, spec.tasks
-        grpo = cfg.algo.name == "grpo"
-        n = cfg.algo.group_size if grpo else 1
-        dynamic = grpo and cfg.algo.dynamic_sampling  # ppo ignores it: its "groups" are single episodes
+        n = self.group_size
+        dynamic = cfg.algo.name == "grpo" and cfg.algo.dynamic_sampling  # ppo's "groups" are single episodes
         kept, rounds = [], cfg.algo.ds_max_rounds if dynamic else 1
         batch = None
         for r in range(rounds):
             rng = np.random.default_rng(self._seed(1, r))
             groups = b // n
-            offset = self.iteration * groups + r
-            group_task = [tasks[(offset + g) % len(tasks)] if n > 1 else spec.env_tasks[g] for g in range(groups)]
             group_seed = rng.integers(2**31, size=groups)
             if self.curriculum is not None:
                 group_task = self.curriculum.sample(groups, rng)
+            else:
+                offset = self.iteration * groups + r
+                group_task = [tasks[(offset + g) % len(tasks)] if n > 1 else spec.env_tasks[g] for g in range(groups)]
             env_task = [group_task[i // n] for i in range(b)]
             batch = collect_episodes(
                 self.policy,
