@@ -43,7 +43,7 @@ def budgets(items: list[str], algos: list[str]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="metaworld_fewshot")
+    parser.add_argument("--preset", default="metaworld_mt3")
     parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
     parser.add_argument("--budget-min", nargs="+", default=["60"], help="RL minutes: one number, or algo=minutes")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/learning.json)")
