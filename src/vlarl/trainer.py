@@ -69,6 +69,8 @@ class Trainer:
             raise ValueError(f"algo.score={algo.score!r}; choose 'success' or 'max_reward'")
         if algo.logprob_granularity not in ("token", "action"):
             raise ValueError(f"algo.logprob_granularity={algo.logprob_granularity!r}; choose 'token' or 'action'")
+        if algo.step_weight not in ("step", "episode"):
+            raise ValueError(f"algo.step_weight={algo.step_weight!r}; choose 'step' or 'episode'")
         if cfg.trainer.curriculum not in ("none", "success"):
             raise ValueError(f"trainer.curriculum={cfg.trainer.curriculum!r}; choose 'none' or 'success'")
         self.group_size = algo.group_size if algo.name == "grpo" else 1  # ppo: every episode on its own
@@ -171,6 +173,9 @@ class Trainer:
             episode = algorithms.get_advantage(self.advantage)(score, batch.group_id)
             adv = episode.unsqueeze(0).expand_as(batch.value)
             ret = batch.value
+        if algo.step_weight == "episode":  # failures run longer: under step weighting they outweigh successes
+            length = batch.mask.sum(0).clamp(min=1).float()
+            adv = adv * (length.mean() / length)
         return torch.where(batch.mask, adv, 0.0), torch.where(batch.mask, ret, 0.0)
 
     def update(self, batch: Batch, adv: torch.Tensor, ret: torch.Tensor) -> dict[str, float]:

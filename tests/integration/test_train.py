@@ -96,6 +96,24 @@ def test_grpo_groups_share_task_and_start(tmp_path, start_checkpoint):
     trainer.venv.close()
 
 
+def test_episode_step_weight_balances_each_grpo_group(tmp_path, start_checkpoint):
+    extra = ["env.num_envs=4", "algo.name=grpo", "algo.group_size=2", "algo.step_weight=episode"]
+    trainer = Trainer(_cfg(tmp_path, start_checkpoint, *extra), tmp_path / "weight")
+    batch = trainer.collect()
+    trainer.venv.close()
+    lengths = [3, 6, 6, 2]  # a short success and a long failure in each group
+    batch.mask = torch.arange(batch.mask.shape[0]).unsqueeze(1) < torch.tensor(lengths)
+    batch.success = torch.tensor([True, False, False, True])
+    adv, _ = trainer.advantages(batch)
+    per_episode = adv.sum(0)  # advantage-weighted step count of each episode
+    a = 0.5 / 0.5**0.5  # grpo of [1, 0]: (1 - 0.5) / unbiased std
+    torch.testing.assert_close(per_episode, torch.tensor([a, -a, -a, a]) * sum(lengths) / 4)
+    torch.testing.assert_close(adv[0, 0], torch.tensor(a * 17 / 4 / 3))
+    trainer.cfg.algo.step_weight = "step"
+    step_sums = trainer.advantages(batch)[0].sum(0)
+    torch.testing.assert_close(step_sums, torch.tensor([3 * a, -6 * a, -6 * a, 2 * a]))  # failures outweigh
+
+
 def test_grpo_max_reward_score_ranks_episodes_by_their_best_step(tmp_path, start_checkpoint):
     extra = ["env.num_envs=4", "env.reward=dense", "algo.name=grpo", "algo.group_size=2", "algo.score=max_reward"]
     trainer = Trainer(_cfg(tmp_path, start_checkpoint, *extra), tmp_path / "score")
@@ -115,6 +133,8 @@ def test_bad_algo_settings_fail_clearly(tmp_path, start_checkpoint):
         Trainer(_cfg(tmp_path, start_checkpoint, "algo.advantage=nope"), tmp_path)
     with pytest.raises(ValueError, match="algo.score"):
         Trainer(_cfg(tmp_path, start_checkpoint, "algo.score=return"), tmp_path)
+    with pytest.raises(ValueError, match="algo.step_weight"):
+        Trainer(_cfg(tmp_path, start_checkpoint, "algo.step_weight=trajectory"), tmp_path)
     with pytest.raises(ValueError, match="trainer.curriculum"):
         Trainer(_cfg(tmp_path, start_checkpoint, "trainer.curriculum=hard"), tmp_path)
 

@@ -142,6 +142,12 @@ class AlgoConfig:
     clip_high: float = doc(0.28, "PPO clip above (ratio <= 1 + clip_high; clip-higher).")
     clip_c: float = doc(0.0, "Dual-clip constant for negative advantages (> 1); 0 disables.")
     agg: str = doc("token-mean", "Loss aggregation: token-mean, seq-mean-token-sum, seq-mean-token-mean.")
+    step_weight: str = doc(
+        "step",
+        "Weight of a step in the loss: 'step' (every step alike, so long episodes weigh more) or 'episode' "
+        "(advantages scaled by mean length / episode length: every episode weighs alike, and a GRPO group's "
+        "advantage-weighted step count sums to zero).",
+    )
     vf_coef: float = doc(0.5, "Value-loss weight.")
     vf_clip: float = doc(0.0, "Value clipping range around the old values; 0 disables.")
     value_loss: str = doc("huber", "'squared' or 'huber'.")
