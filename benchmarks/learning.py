@@ -2,7 +2,9 @@
 
 Both algorithms start from the same (cached) SFT checkpoint, see the same fixed evaluation initial
 states (never used for training), and get the same RL wall-clock budget. Reports per-task and mean
-success before/after RL, the gap to 100% closed, env steps and wall time (table + JSON).
+success before/after RL under the preset's eval protocol (``eval.greedy``/``eval.temperature``), the
+gap to 100% closed, env steps and wall time (table + JSON). When that protocol samples, the SFT and
+the final policy are also evaluated greedily (argmax decoding), reported beside it.
 
     python benchmarks/learning.py [--preset metaworld_mt3] [--algos grpo ppo] [--budget-min 60 | grpo=60 ppo=30]
                                   [--set key=value ...]
@@ -14,6 +16,7 @@ The preset holds the hyperparameters (a user gets the same ones); ``--algos`` on
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import sys
 import time
@@ -25,8 +28,11 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
+from vlarl import envs  # noqa: E402
 from vlarl.config import load_config  # noqa: E402
-from vlarl.trainer import run_train  # noqa: E402
+from vlarl.evaluate import evaluate_policy  # noqa: E402
+from vlarl.policies import make_policy  # noqa: E402
+from vlarl.trainer import run_train, sft_checkpoint  # noqa: E402
 
 ALGOS = ("grpo", "ppo")
 
@@ -39,6 +45,15 @@ def budgets(items: list[str], algos: list[str]) -> dict[str, float]:
     if set(named) != set(algos):
         raise SystemExit(f"--budget-min names {sorted(named)}, but --algos is {algos}")
     return named
+
+
+def greedy_success(cfg, checkpoint: Path, out_dir: Path, console: Console) -> dict[str, float]:
+    """Per-task success (and ``mean``) of the checkpoint's policy with argmax decoding, on the same eval states."""
+    spec = envs.make_backend(cfg.env).spec(cfg.env.num_envs)
+    policy = make_policy(dataclasses.replace(cfg.policy, checkpoint=str(checkpoint)), spec.action_dim, spec.proprio_dim)
+    eval_cfg = dataclasses.replace(cfg.eval, greedy=True, videos_per_task=0)
+    report = evaluate_policy(policy, cfg.env, eval_cfg, out_dir, console, seed=cfg.run.seed)
+    return {t: r["success_rate"] for t, r in report["per_task"].items()} | {"mean": report["mean_success"]}
 
 
 def main() -> None:
@@ -83,10 +98,19 @@ def main() -> None:
             "rl_minutes": summary["rl_seconds"] / 60,
             "wall_minutes": (time.perf_counter() - start) / 60,
         }
+        if not cfg.eval.greedy:
+            ckpt = run_dir / "checkpoints"
+            final = ckpt / (ckpt / "latest" / "CHECKPOINT").read_text().strip() / "policy"
+            sft = sft_checkpoint(cfg, console)
+            results[algo]["greedy_before"] = greedy_success(cfg, sft, run_dir / "greedy_before", console)
+            results[algo]["greedy_after"] = greedy_success(cfg, final, run_dir / "greedy_after", console)
+    protocol = "greedy" if cfg.eval.greedy else f"sampled T={cfg.eval.temperature}"
     table = Table(title=f"learning benchmark ({args.preset}; RL budget per algo: {budget} min)")
-    for col in ("algo", "task", "SFT", "after RL", "change"):
+    greedy_cols = ("SFT greedy", "after RL greedy") if not cfg.eval.greedy else ()
+    for col in ("algo", "task", f"SFT {protocol}", f"after RL {protocol}", "change", *greedy_cols):
         table.add_column(col, justify="left" if col in ("algo", "task") else "right")
     for algo, r in results.items():
+        greedy = lambda key, r=r: [f"{r[g][key]:.0%}" for g in ("greedy_before", "greedy_after") if g in r]
         for task in r["before"]:
             table.add_row(
                 algo,
@@ -94,6 +118,7 @@ def main() -> None:
                 f"{r['before'][task]:.0%}",
                 f"{r['after'][task]:.0%}",
                 f"{r['after'][task] - r['before'][task]:+.0%}",
+                *greedy(task),
             )
         table.add_row(
             f"[bold]{algo}",
@@ -102,11 +127,18 @@ def main() -> None:
             f"{r['mean_after']:.0%}",
             f"{r['mean_after'] - r['mean_before']:+.0%} (gap closed {r['gap_closed']:.0%}; "
             f"{r['iterations']} it, {r['env_steps']} steps, {r['rl_minutes']:.0f} min RL)",
+            *greedy("mean"),
         )
     console.print(table)
     path = write_result(
         "learning",
-        {"preset": args.preset, "budget_min": budget, "overrides": args.overrides, "results": results},
+        {
+            "preset": args.preset,
+            "protocol": protocol,
+            "budget_min": budget,
+            "overrides": args.overrides,
+            "results": results,
+        },
         args.out,
     )
     console.print(f"wrote {path}")

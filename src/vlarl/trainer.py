@@ -377,6 +377,8 @@ class Trainer:
                     self.save()
             if cfg.eval_every and self.iteration % cfg.eval_every == 0 and self.iteration < cfg.iterations:
                 self.evaluate(f"eval_iter{self.iteration:04d}")
+        if history and self.iteration % cfg.save_every and self.iteration != cfg.iterations:
+            self.save()  # stopped by the time budget between checkpoints: keep the policy that is evaluated
         after = self.evaluate("eval_after")
         summary = {
             "before": before,

@@ -75,6 +75,15 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path, start_checkpoint, curric
     assert full[0]["train/policy/loss"] != full[1]["train/policy/loss"]  # iterations differ: the check has teeth
 
 
+def test_time_budget_stop_checkpoints_the_evaluated_policy(tmp_path, start_checkpoint):
+    extra = ["env.num_envs=2", "trainer.iterations=5", "trainer.save_every=3", "trainer.time_budget_min=1e-6"]
+    summary = Trainer(_cfg(tmp_path, start_checkpoint, *extra), tmp_path / "budget").train()
+    assert summary["iterations"] == 1  # the budget ends the run after its first iteration
+    ckpt = tmp_path / "budget" / "checkpoints"
+    assert (ckpt / "latest" / "CHECKPOINT").read_text().strip() == "iter_000001"
+    assert (ckpt / "iter_000001" / "policy" / "config.json").is_file()
+
+
 def test_grpo_groups_share_task_and_start(tmp_path, start_checkpoint):
     cfg = _cfg(
         tmp_path, start_checkpoint, "env.num_envs=4", "algo.name=grpo", "algo.group_size=2", "trainer.iterations=1"
