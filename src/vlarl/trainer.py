@@ -121,7 +121,7 @@ class Trainer:
         b, tasks = spec.num_envs, spec.tasks
         n = self.group_size
         dynamic = cfg.algo.name == "grpo" and cfg.algo.dynamic_sampling  # ppo's "groups" are single episodes
-        kept, rounds = [], cfg.algo.ds_max_rounds if dynamic else 1
+        kept, collected, rounds = [], [], cfg.algo.ds_max_rounds if dynamic else 1
         batch = None
         for r in range(rounds):
             rng = np.random.default_rng(self._seed(1, r))
@@ -150,11 +150,14 @@ class Trainer:
                 kept.append(batch.select(ok.nonzero().squeeze(1).tolist()))
             else:
                 kept.append(batch)
+            collected.append(batch.success)
             if sum(k.success.numel() for k in kept) >= b:
                 break
-        if not any(k.success.numel() for k in kept):  # every group was filtered out: train on the last round
-            return batch
-        return concat_batches(kept)
+        if any(k.success.numel() for k in kept):
+            batch = concat_batches(kept)  # else every group was filtered out: train on the last round
+        every = torch.cat(collected).float()  # before dynamic sampling drops groups
+        batch.stats = {"success": every.mean().item(), "episodes": every.numel()}
+        return batch
 
     def advantages(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Advantages and returns ``[T, B]`` (zero where ``mask`` is false)."""
@@ -332,8 +335,10 @@ class Trainer:
         steps = batch.num_steps
         row = {f"train/{k}": v for k, v in metrics.items()}
         row |= {
-            "rollout/success": batch.success.float().mean().item(),
-            "rollout/episodes": batch.success.numel(),
+            "rollout/success": batch.stats["success"],  # every collected episode
+            "rollout/episodes": batch.stats["episodes"],
+            "rollout/kept_success": batch.success.float().mean().item(),  # those trained on
+            "rollout/kept_episodes": batch.success.numel(),
             "rollout/episode_length": batch.length.float().mean().item(),
             "env/reward": (batch.reward * batch.mask).sum().item() / max(batch.success.numel(), 1),
             "env/steps": steps,

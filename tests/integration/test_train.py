@@ -91,6 +91,7 @@ def test_grpo_groups_share_task_and_start(tmp_path, start_checkpoint):
     trainer = Trainer(cfg, tmp_path / "grpo")
     batch = trainer.collect()
     assert batch.group_id.tolist() == [0, 0, 1, 1]
+    assert batch.stats == {"success": batch.success.float().mean().item(), "episodes": 4}
     assert batch.task[0] == batch.task[1] and batch.task[2] == batch.task[3] and set(batch.task) == set(TASKS)
     assert (batch.image[0, 0] == batch.image[0, 1]).all() and not (batch.image[0, 1] == batch.image[0, 2]).all()
     adv, ret = trainer.advantages(batch)
@@ -121,6 +122,15 @@ def test_episode_step_weight_balances_each_grpo_group(tmp_path, start_checkpoint
     trainer.cfg.algo.step_weight = "step"
     step_sums = trainer.advantages(batch)[0].sum(0)
     torch.testing.assert_close(step_sums, torch.tensor([3 * a, -6 * a, -6 * a, 2 * a]))  # failures outweigh
+
+
+def test_dynamic_sampling_reports_every_collected_episode(tmp_path, start_checkpoint):
+    extra = ["env.num_envs=4", "algo.name=grpo", "algo.group_size=2", "algo.dynamic_sampling=true"]
+    trainer = Trainer(_cfg(tmp_path, start_checkpoint, *extra, "algo.ds_max_rounds=2"), tmp_path / "ds")
+    batch = trainer.collect()  # an untrained policy fails every 6-step episode: every group is dropped
+    trainer.venv.close()
+    assert not batch.success.any() and batch.success.numel() == 4  # the last round is trained on
+    assert batch.stats == {"success": 0.0, "episodes": 8}  # both rounds are counted
 
 
 def test_grpo_max_reward_score_ranks_episodes_by_their_best_step(tmp_path, start_checkpoint):
