@@ -65,8 +65,8 @@ class Trainer:
             raise ValueError(f"unknown algo.name {algo.name!r}; choose 'ppo' or 'grpo'")
         self.advantage = algo.advantage or ("gae" if algo.name == "ppo" else "grpo")
         algorithms.get_advantage(self.advantage)  # unknown names list the registered ones
-        if algo.score not in ("success", "max_reward"):
-            raise ValueError(f"algo.score={algo.score!r}; choose 'success' or 'max_reward'")
+        if algo.score not in ("success", "max_reward", "return"):
+            raise ValueError(f"algo.score={algo.score!r}; choose 'success', 'max_reward' or 'return'")
         if algo.logprob_granularity not in ("token", "action"):
             raise ValueError(f"algo.logprob_granularity={algo.logprob_granularity!r}; choose 'token' or 'action'")
         if algo.step_weight not in ("step", "episode"):
@@ -171,6 +171,9 @@ class Trainer:
         else:
             if algo.score == "success":
                 score = batch.success.float()
+            elif algo.score == "return":  # discounted return: under sparse reward, an earlier success scores more
+                discount = algo.gamma ** torch.arange(batch.reward.shape[0], dtype=torch.float32).unsqueeze(1)
+                score = (batch.reward * batch.mask * discount).sum(0)
             else:  # the episode's best step reward: under shaped rewards, how close it came
                 score = batch.reward.masked_fill(~batch.mask, -torch.inf).amax(0)
             episode = algorithms.get_advantage(self.advantage)(score, batch.group_id)

@@ -133,6 +133,23 @@ def test_dynamic_sampling_reports_every_collected_episode(tmp_path, start_checkp
     assert batch.stats == {"success": 0.0, "episodes": 8}  # both rounds are counted
 
 
+def test_grpo_return_score_ranks_faster_successes_higher(tmp_path, start_checkpoint):
+    extra = ["env.num_envs=4", "algo.name=grpo", "algo.group_size=2", "algo.score=return", "algo.gamma=0.9"]
+    trainer = Trainer(_cfg(tmp_path, start_checkpoint, *extra), tmp_path / "return")
+    batch = trainer.collect()
+    trainer.venv.close()
+    lengths, success = [3, 6, 6, 2], [True, True, False, True]
+    batch.mask = torch.arange(batch.mask.shape[0]).unsqueeze(1) < torch.tensor(lengths)
+    batch.reward = torch.zeros_like(batch.reward)
+    for b, (n, ok) in enumerate(zip(lengths, success)):
+        batch.reward[n - 1, b] = float(ok)  # sparse: 1 on the success step
+    batch.success = torch.tensor(success)
+    adv, _ = trainer.advantages(batch)
+    returns = torch.tensor([0.9**2, 0.9**5, 0.0, 0.9**1])
+    torch.testing.assert_close(adv[0], algorithms.grpo(returns, batch.group_id))
+    assert adv[0, 0] > 0 > adv[0, 1]  # both succeeded; the faster one is reinforced (a success score gives 0)
+
+
 def test_grpo_max_reward_score_ranks_episodes_by_their_best_step(tmp_path, start_checkpoint):
     extra = ["env.num_envs=4", "env.reward=dense", "algo.name=grpo", "algo.group_size=2", "algo.score=max_reward"]
     trainer = Trainer(_cfg(tmp_path, start_checkpoint, *extra), tmp_path / "score")
@@ -151,7 +168,7 @@ def test_bad_algo_settings_fail_clearly(tmp_path, start_checkpoint):
     with pytest.raises(ValueError, match="registered"):
         Trainer(_cfg(tmp_path, start_checkpoint, "algo.advantage=nope"), tmp_path)
     with pytest.raises(ValueError, match="algo.score"):
-        Trainer(_cfg(tmp_path, start_checkpoint, "algo.score=return"), tmp_path)
+        Trainer(_cfg(tmp_path, start_checkpoint, "algo.score=reward"), tmp_path)
     with pytest.raises(ValueError, match="algo.step_weight"):
         Trainer(_cfg(tmp_path, start_checkpoint, "algo.step_weight=trajectory"), tmp_path)
     with pytest.raises(ValueError, match="trainer.curriculum"):

@@ -130,8 +130,9 @@ class AlgoConfig:
     advantage: str = doc("", "Advantage estimator; empty: 'gae' for ppo, 'grpo' for grpo (also 'rloo').")
     score: str = doc(
         "success",
-        "Episode score of grpo/rloo: 'success', or 'max_reward' (best step reward; with env.reward=dense, "
-        "how close the episode came to success).",
+        "Episode score of grpo/rloo: 'success'; 'return' (discounted return sum gamma^t r_t: under sparse reward "
+        "gamma^(steps to success), so faster successes rank higher); or 'max_reward' (best step reward; with "
+        "env.reward=dense, how close the episode came to success).",
     )
     gamma: float = doc(0.99, "Discount.")
     lam: float = doc(0.95, "GAE lambda.")
