@@ -101,8 +101,8 @@ def main() -> None:
         if not cfg.eval.greedy:
             ckpt = run_dir / "checkpoints"
             final = ckpt / (ckpt / "latest" / "CHECKPOINT").read_text().strip() / "policy"
-            sft = sft_checkpoint(cfg, console)
-            results[algo]["greedy_before"] = greedy_success(cfg, sft, run_dir / "greedy_before", console)
+            start = sft_checkpoint(cfg, console) if cfg.trainer.init == "sft" else cfg.policy.checkpoint
+            results[algo]["greedy_before"] = greedy_success(cfg, start, run_dir / "greedy_before", console)
             results[algo]["greedy_after"] = greedy_success(cfg, final, run_dir / "greedy_after", console)
     protocol = "greedy" if cfg.eval.greedy else f"sampled T={cfg.eval.temperature}"
     table = Table(title=f"learning benchmark ({args.preset}; RL budget per algo: {budget} min)")

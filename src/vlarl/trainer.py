@@ -95,6 +95,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             [{"params": body, "lr": algo.lr}, {"params": head, "lr": algo.value_lr}], weight_decay=0.0
         )
+        warm = max(algo.lr_warmup_steps, 1)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: min(1.0, (step + 1) / warm))
         self.reference = None
         if algo.kl_coef > 0:
             self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
@@ -238,6 +240,7 @@ class Trainer:
                     [p for g in self.optimizer.param_groups for p in g["params"]], algo.grad_clip
                 )
                 self.optimizer.step()
+                self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 sums["grad_norm"] += float(grad_norm) * len(mb)
         policy.eval()
@@ -292,13 +295,14 @@ class Trainer:
 
     # ---- checkpoints --------------------------------------------------------------------------
     def save(self) -> Path:
-        """``checkpoints/iter_N`` (and ``latest``): exported policy + exact training state."""
+        """``checkpoints/iter_N`` (and ``latest``): exported policy + exact training state (optimizer, lr schedule)."""
         path = self.run_dir / "checkpoints" / f"iter_{self.iteration:06d}"
         with atomic_dir(path) as tmp:
             save_checkpoint(self.policy, self.cfg, tmp / "policy")
             state = {k: v.detach().cpu().contiguous() for k, v in self.policy.state_dict().items()}
             save_file(state, tmp / "train_state.safetensors")
             torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
             save_file({"torch_rng": torch.get_rng_state()}, tmp / "rng.safetensors")
             progress = {"iteration": self.iteration, "seed": self.cfg.run.seed}
             if self.curriculum is not None:
@@ -317,6 +321,7 @@ class Trainer:
             raise FileNotFoundError(f"{path} is not a vlarl training checkpoint (no trainer.json)")
         self.policy.load_state_dict(load_file(path / "train_state.safetensors"))
         self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+        self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
         torch.set_rng_state(load_file(path / "rng.safetensors")["torch_rng"])
         progress = json.loads((path / "trainer.json").read_text())
         self.iteration = progress["iteration"]

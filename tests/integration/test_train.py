@@ -59,12 +59,15 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path, start_checkpoint, curric
         "trainer.iterations=2",
         "trainer.save_every=1",
         "algo.epochs=2",
+        "algo.lr_warmup_steps=50",  # the resumed run must also restore the learning-rate schedule
         f"trainer.curriculum={curriculum}",
     )
     full = Trainer(cfg, tmp_path / "full").train()["history"]
     resumed = Trainer(cfg, tmp_path / "resumed")
     resumed.load(tmp_path / "full" / "checkpoints" / "iter_000001")
     assert resumed.iteration == 1
+    steps = resumed.scheduler.last_epoch  # optimizer steps taken in iteration 0
+    assert steps > 0 and resumed.optimizer.param_groups[0]["lr"] == pytest.approx(cfg.algo.lr * (steps + 1) / 50)
     if curriculum == "success":  # the curriculum's memory is part of the checkpoint
         assert sum(len(h) for h in resumed.curriculum.state_dict().values()) == 2
         assert "rollout/task_weight/reach-v3" in full[0]
