@@ -32,7 +32,7 @@ from vlarl import envs  # noqa: E402
 from vlarl.config import load_config  # noqa: E402
 from vlarl.evaluate import evaluate_policy  # noqa: E402
 from vlarl.policies import make_policy  # noqa: E402
-from vlarl.trainer import run_train, sft_checkpoint  # noqa: E402
+from vlarl.trainer import resolve_checkpoint, run_train, start_checkpoint  # noqa: E402
 
 ALGOS = ("grpo", "ppo")
 
@@ -99,9 +99,8 @@ def main() -> None:
             "wall_minutes": (time.perf_counter() - start) / 60,
         }
         if not cfg.eval.greedy:
-            ckpt = run_dir / "checkpoints"
-            final = ckpt / (ckpt / "latest" / "CHECKPOINT").read_text().strip() / "policy"
-            start = sft_checkpoint(cfg, console) if cfg.trainer.init == "sft" else cfg.policy.checkpoint
+            final = resolve_checkpoint(run_dir / "checkpoints" / "latest") / "policy"
+            start = start_checkpoint(cfg, console)
             results[algo]["greedy_before"] = greedy_success(cfg, start, run_dir / "greedy_before", console)
             results[algo]["greedy_after"] = greedy_success(cfg, final, run_dir / "greedy_after", console)
     protocol = "greedy" if cfg.eval.greedy else f"sampled T={cfg.eval.temperature}"

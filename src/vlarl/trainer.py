@@ -55,6 +55,23 @@ def sft_checkpoint(cfg: TrainCommand, console: Console) -> Path:
     return run_sft(sft_cfg, root, console)
 
 
+def start_checkpoint(cfg: TrainCommand, console: Console) -> Path:
+    """The policy RL starts from: the (cached) SFT checkpoint, or ``policy.checkpoint``."""
+    if cfg.trainer.init == "sft":
+        return sft_checkpoint(cfg, console)
+    if not cfg.policy.checkpoint:
+        raise ValueError("trainer.init=checkpoint needs policy.checkpoint=<folder>")
+    return Path(cfg.policy.checkpoint)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A training checkpoint folder; ``checkpoints/latest`` points to one through its CHECKPOINT file."""
+    path = Path(path)
+    if (path / "CHECKPOINT").is_file():
+        path = path.parent / (path / "CHECKPOINT").read_text().strip()
+    return path
+
+
 class Trainer:
     """Holds the policy, envs and optimizer; each stage is a method timed under its name."""
 
@@ -76,9 +93,7 @@ class Trainer:
         self.group_size = algo.group_size if algo.name == "grpo" else 1  # ppo: every episode on its own
         if algo.name == "grpo" and cfg.env.num_envs % algo.group_size:
             raise ValueError(f"env.num_envs={cfg.env.num_envs} is not a multiple of algo.group_size={algo.group_size}")
-        start = sft_checkpoint(cfg, self.console) if cfg.trainer.init == "sft" else cfg.policy.checkpoint
-        if not start:
-            raise ValueError("trainer.init=checkpoint needs policy.checkpoint=<folder>")
+        start = start_checkpoint(cfg, self.console)
         self.venv = envs.make(cfg.env)
         spec = self.venv.spec
         self.curriculum = None
@@ -182,7 +197,7 @@ class Trainer:
             adv = episode.unsqueeze(0).expand_as(batch.value)
             ret = batch.value
         if algo.step_weight == "episode":  # failures run longer: under step weighting they outweigh successes
-            length = batch.mask.sum(0).clamp(min=1).float()
+            length = batch.length.clamp(min=1).float()
             adv = adv * (length.mean() / length)
         return torch.where(batch.mask, adv, 0.0), torch.where(batch.mask, ret, 0.0)
 
@@ -314,9 +329,7 @@ class Trainer:
         return path
 
     def load(self, path: str | Path) -> None:
-        path = Path(path)
-        if (path / "CHECKPOINT").is_file():
-            path = path.parent / (path / "CHECKPOINT").read_text().strip()
+        path = resolve_checkpoint(path)
         if not (path / "trainer.json").is_file():
             raise FileNotFoundError(f"{path} is not a vlarl training checkpoint (no trainer.json)")
         self.policy.load_state_dict(load_file(path / "train_state.safetensors"))

@@ -36,7 +36,7 @@ class Batch:
     task: list[str]  # [B]
     success: torch.Tensor  # bool [B], the episode succeeded
     length: torch.Tensor  # int64 [B]
-    stats: dict[str, float] = field(default_factory=dict)  # collection-wide figures (the trainer's: success)
+    stats: dict[str, float] = field(default_factory=dict)  # collection-wide figures, e.g. success before filtering
 
     @property
     def num_steps(self) -> int:
