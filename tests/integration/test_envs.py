@@ -138,6 +138,43 @@ def test_step_chunk_matches_single_steps_and_stops_at_episode_end():
     chunked.close(), stepped.close()
 
 
+def test_action_repeat_holds_the_action_and_sums_rewards():
+    rng = np.random.default_rng(1)
+    actions = rng.uniform(-1, 1, (4, 2, 4))
+    held = envs.make(env_cfg(action_repeat=3, reward="dense"))
+    single = envs.make(env_cfg(action_repeat=1, reward="dense", max_episode_steps=90))
+    held.reset(seed=5), single.reset(seed=5)
+    for a in actions:
+        obs_h, rew_h, *_ = held.step(a)
+        total = np.zeros(2, np.float32)
+        for _ in range(3):
+            obs_s, rew_s, *_ = single.step(a)
+            total += rew_s
+        np.testing.assert_allclose(rew_h, total, rtol=1e-5)
+        np.testing.assert_array_equal(obs_h["state"], obs_s["state"])
+        np.testing.assert_array_equal(obs_h["image"], obs_s["image"])  # the frame after the last repeat
+    held.close(), single.close()
+    with pytest.raises(ValueError, match="action_repeat"):
+        envs.make(env_cfg(action_repeat=0))
+
+
+def test_action_repeat_stops_at_success():
+    """The expert, held for 4 simulator steps, succeeds in about a quarter of the env steps."""
+    lengths = {}
+    for repeat in (1, 4):
+        v = envs.make(env_cfg(tasks="[reach-v3]", num_envs=1, max_episode_steps=150, action_repeat=repeat))
+        obs = v.reset(seed=0)
+        expert = envs.make_expert("metaworld", "reach-v3")
+        for t in range(150):
+            obs, reward, term, trunc, info = v.step(expert(obs["state"][0])[None])
+            if term[0]:
+                break
+        assert term[0] and reward[0] == 1.0 and info["episode_length"][0] == t + 1
+        lengths[repeat] = t + 1
+        v.close()
+    assert lengths[4] <= lengths[1] / 3
+
+
 def test_eval_init_states_are_fixed_and_selectable():
     cfg = env_cfg(num_eval_init_states=3)
     v = envs.make(cfg)

@@ -46,7 +46,12 @@ class EnvConfig:
     goal_marker_size: float = doc(
         0.03, "Radius (m) of the rendered goal marker; 0 keeps MetaWorld's own (often hidden) sites."
     )
-    max_episode_steps: int = doc(200, "Steps before an episode is truncated.")
+    max_episode_steps: int = doc(200, "Env steps before an episode is truncated (each is `action_repeat` simulator steps).")
+    action_repeat: int = doc(
+        1,
+        "Simulator steps per env step: the action is held, rewards are summed, only the last frame is rendered, "
+        "and a success ends the repeat. Fewer decisions per episode: 4x fewer policy calls and renders at 4.",
+    )
     terminate_on_success: bool = doc(True, "End the episode (terminated=True) on the first success.")
     reward: str = doc("sparse", "'sparse': 1 on the success step, else 0; 'dense': the simulator's shaped reward.")
     num_eval_init_states: int = doc(50, "Size of the fixed, seeded evaluation initial-state set per task.")

@@ -124,6 +124,7 @@ class MetaWorldEnv:
         self.env = ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE[f"{task}-goal-observable"](seed=0)
         self.env.max_path_length = np.iinfo(np.int64).max  # vlarl truncates; MetaWorld would raise
         self.dense = cfg.reward == "dense"
+        self.repeat = cfg.action_repeat
         self.cameras = list(cfg.cameras)
         self.image_size = cfg.image_size
         model = self.env.model
@@ -167,9 +168,15 @@ class MetaWorldEnv:
         return self._obs(raw)
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool]:
-        raw, reward, _, _, info = self.env.step(action)
-        success = bool(info["success"])
-        return self._obs(raw), float(reward) if self.dense else float(success), success
+        """``action`` held for ``action_repeat`` simulator steps (to the first success); dense rewards summed."""
+        total, success = 0.0, False
+        for _ in range(self.repeat):
+            raw, reward, _, _, info = self.env.step(action)
+            total += float(reward)
+            success = bool(info["success"])
+            if success:
+                break
+        return self._obs(raw), total if self.dense else float(success), success
 
     def close(self) -> None:
         if self.renderer is not None:
@@ -187,6 +194,8 @@ class MetaWorldBackend:
         self.tasks = resolve_tasks(cfg.task_set, list(cfg.tasks))
         if not 16 <= cfg.image_size <= 512:
             raise ValueError(f"env.image_size={cfg.image_size} is outside 16..512 px")
+        if cfg.action_repeat < 1:
+            raise ValueError(f"env.action_repeat={cfg.action_repeat} must be >= 1 (simulator steps per env step)")
 
     def make_env(self, task: str) -> MetaWorldEnv:
         return MetaWorldEnv(task, self.cfg)
