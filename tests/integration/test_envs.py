@@ -206,6 +206,26 @@ def test_reset_option_changes_task(venv):
         venv.reset(options={"bogus": [1, 2]})
 
 
+def test_task_changes_reuse_idle_simulators(venv):
+    """Slots that swap tasks swap simulators (none is built), and the episodes equal a fresh env's."""
+    venv.reset(seed=0)
+    made = []
+    make_env = venv.backend.make_env
+    venv.backend.make_env = lambda task: made.append(task) or make_env(task)
+    rng = np.random.default_rng(0)
+    for tasks in (["push-v3", "reach-v3"], ["reach-v3", "push-v3"], ["push-v3", "reach-v3"]):
+        obs = venv.reset(seed=4, options={"task": tasks, "init_seed": [7, 7]})
+        fresh = envs.make(env_cfg())
+        fresh_obs = fresh.reset(seed=4, options={"task": tasks, "init_seed": [7, 7]})
+        actions = rng.uniform(-1, 1, (2, 4))
+        np.testing.assert_array_equal(venv.step(actions)[0]["state"], fresh.step(actions)[0]["state"])
+        np.testing.assert_array_equal(obs["image"], fresh_obs["image"])
+        fresh.close()
+    assert made == []
+    venv.reset(options={"task": ["push-v3", "push-v3"]})  # a second push: the idle reach stays parked
+    assert made == ["push-v3"]
+
+
 def test_no_rendering_mode():
     v = envs.make(env_cfg(cameras="[]"))
     obs = v.reset(seed=0)

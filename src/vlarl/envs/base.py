@@ -141,16 +141,28 @@ class SyncVectorEnv(StepFromChunk):
         self.spec = backend.spec(cfg.num_envs)
         self.env_ids = list(range(cfg.num_envs)) if env_ids is None else list(env_ids)
         self.task = [self.spec.env_tasks[i] for i in self.env_ids]
-        self._envs: list[dict[str, SingleEnv]] = [{} for _ in self.env_ids]
+        # One simulator per env slot; a slot that changes task parks its simulator in the idle pool
+        # of that task, where the next slot changing to it picks it up (memory stays ~ one per slot).
+        self._envs: list[SingleEnv | None] = [None] * len(self.env_ids)
+        self._env_task: list[str | None] = [None] * len(self.env_ids)
+        self._idle: dict[str, list[SingleEnv]] = {}
         self._rng = [np.random.default_rng([0, i]) for i in self.env_ids]
         self._t = np.zeros(len(self.env_ids), dtype=np.int64)
         self._ever_success = np.zeros(len(self.env_ids), dtype=bool)
         self._obs: list[dict[str, np.ndarray]] = [{} for _ in self.env_ids]
 
+    def _release(self, b: int) -> None:
+        if self._envs[b] is not None and self._env_task[b] != self.task[b]:
+            self._idle.setdefault(self._env_task[b], []).append(self._envs[b])
+            self._envs[b] = None
+
     def _env(self, b: int) -> SingleEnv:
-        if self.task[b] not in self._envs[b]:
-            self._envs[b][self.task[b]] = self.backend.make_env(self.task[b])
-        return self._envs[b][self.task[b]]
+        self._release(b)
+        if self._envs[b] is None:
+            idle = self._idle.get(self.task[b])
+            self._envs[b] = idle.pop() if idle else self.backend.make_env(self.task[b])
+            self._env_task[b] = self.task[b]
+        return self._envs[b]
 
     def _reset_one(self, b: int, init_index: int | None = None, init_seed: int | None = None) -> None:
         init_state = None if init_index is None else self.backend.eval_init_states(self.task[b])[init_index]
@@ -180,6 +192,8 @@ class SyncVectorEnv(StepFromChunk):
                 if tasks[b] not in self.spec.tasks:
                     raise ValueError(f"unknown task {tasks[b]!r}; tasks of this env: {list(self.spec.tasks)}")
                 self.task[b] = tasks[b]
+            self._release(b)  # all slots changing task park their simulators before any picks one up
+        for b in range(n):
             self._reset_one(b, inits[b], seeds[b])
         return self._batch()
 
@@ -227,7 +241,8 @@ class SyncVectorEnv(StepFromChunk):
         return self._batch(), reward, term, trunc, info
 
     def close(self) -> None:
-        for envs in self._envs:
-            for env in envs.values():
+        for env in [*self._envs, *(e for idle in self._idle.values() for e in idle)]:
+            if env is not None:
                 env.close()
-        self._envs = [{} for _ in self.env_ids]
+        self._envs, self._idle = [None] * len(self.env_ids), {}
+        self._env_task = [None] * len(self.env_ids)
