@@ -165,12 +165,12 @@ def test_action_repeat_stops_at_success():
         v = envs.make(env_cfg(tasks="[reach-v3]", num_envs=1, max_episode_steps=150, action_repeat=repeat))
         obs = v.reset(seed=0)
         expert = envs.make_expert("metaworld", "reach-v3")
-        for t in range(150):
+        for steps in range(1, 151):  # noqa: B007 - read after the loop
             obs, reward, term, trunc, info = v.step(expert(obs["state"][0])[None])
             if term[0]:
                 break
-        assert term[0] and reward[0] == 1.0 and info["episode_length"][0] == t + 1
-        lengths[repeat] = t + 1
+        assert term[0] and reward[0] == 1.0 and info["episode_length"][0] == steps
+        lengths[repeat] = steps
         v.close()
     assert lengths[4] <= lengths[1] / 3
 

@@ -46,7 +46,9 @@ class EnvConfig:
     goal_marker_size: float = doc(
         0.03, "Radius (m) of the rendered goal marker; 0 keeps MetaWorld's own (often hidden) sites."
     )
-    max_episode_steps: int = doc(200, "Env steps before an episode is truncated (each is `action_repeat` simulator steps).")
+    max_episode_steps: int = doc(
+        200, "Env steps before an episode is truncated (each is `action_repeat` simulator steps)."
+    )
     action_repeat: int = doc(
         1,
         "Simulator steps per env step: the action is held, rewards are summed, only the last frame is rendered, "
