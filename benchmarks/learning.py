@@ -3,7 +3,8 @@
 Both algorithms start from the same (cached) SFT checkpoint, see the same fixed evaluation initial
 states (never used for training), and get the same RL wall-clock budget. Reports per-task and mean
 success before/after RL under the preset's eval protocol (``eval.greedy``/``eval.temperature``), the
-gap to 100% closed, env steps and wall time (table + JSON). When that protocol samples, the SFT and
+gap to 100% closed, env steps (policy decisions; x ``env.action_repeat`` simulator steps) and wall
+time (table + JSON). When that protocol samples, the SFT and
 the final policy are also evaluated greedily (argmax decoding), reported beside it.
 
     python benchmarks/learning.py [--preset metaworld_mt3] [--algos grpo ppo] [--budget-min 60 | grpo=60 ppo=30]
@@ -94,6 +95,7 @@ def main() -> None:
             "gap_closed": (after["mean_success"] - before["mean_success"]) / gap if gap > 0 else 0.0,
             "iterations": summary["iterations"],
             "env_steps": summary["env_steps"],
+            "sim_steps": summary["env_steps"] * cfg.env.action_repeat,
             "budget_min": budget[algo],
             "rl_minutes": summary["rl_seconds"] / 60,
             "wall_minutes": (time.perf_counter() - start) / 60,
@@ -125,7 +127,8 @@ def main() -> None:
             f"{r['mean_before']:.0%}",
             f"{r['mean_after']:.0%}",
             f"{r['mean_after'] - r['mean_before']:+.0%} (gap closed {r['gap_closed']:.0%}; "
-            f"{r['iterations']} it, {r['env_steps']} steps, {r['rl_minutes']:.0f} min RL)",
+            f"{r['iterations']} it, {r['env_steps']} env steps = {r['sim_steps']} sim steps, "
+            f"{r['rl_minutes']:.0f} min RL)",
             *greedy("mean"),
         )
     console.print(table)
