@@ -4,8 +4,8 @@ Both algorithms start from the same (cached) SFT checkpoint, see the same fixed 
 states (never used for training), and get the same RL wall-clock budget. Reports per-task and mean
 success before/after RL under the preset's eval protocol (``eval.greedy``/``eval.temperature``), the
 gap to 100% closed, env steps (policy decisions; x ``env.action_repeat`` simulator steps) and wall
-time (table + JSON). When that protocol samples, the SFT and
-the final policy are also evaluated greedily (argmax decoding), reported beside it.
+time (table + JSON). When that protocol samples, the SFT and the final policy are also evaluated
+greedily (argmax decoding), reported beside it.
 
     python benchmarks/learning.py [--preset metaworld_mt3] [--algos grpo ppo] [--budget-min 60 | grpo=60 ppo=30]
                                   [--set key=value ...]

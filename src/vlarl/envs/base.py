@@ -157,7 +157,7 @@ class SyncVectorEnv(StepFromChunk):
             self._envs[b] = None
 
     def _env(self, b: int) -> SingleEnv:
-        self._release(b)
+        """Slot b's simulator; ``reset`` (the only place a task changes) has parked a stale one."""
         if self._envs[b] is None:
             idle = self._idle.get(self.task[b])
             self._envs[b] = idle.pop() if idle else self.backend.make_env(self.task[b])
