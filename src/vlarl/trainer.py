@@ -193,7 +193,8 @@ class Trainer:
                 score = (batch.reward * batch.mask * discount).sum(0)
             else:  # the episode's best step reward: under shaped rewards, how close it came
                 score = batch.reward.masked_fill(~batch.mask, -torch.inf).amax(0)
-            episode = algorithms.get_advantage(self.advantage)(score, batch.group_id)
+            extra = {"normalize_std": algo.group_std} if self.advantage == "grpo" else {}
+            episode = algorithms.get_advantage(self.advantage)(score, batch.group_id, **extra)
             adv = episode.unsqueeze(0).expand_as(batch.value)
             ret = batch.value
         if algo.step_weight == "episode":  # failures run longer: under step weighting they outweigh successes
@@ -364,6 +365,9 @@ class Trainer:
             "env/reward": (batch.reward * batch.mask).sum().item() / max(batch.success.numel(), 1),
             "env/steps": steps,
         }
+        for task in sorted(set(batch.task)):  # per task: does the shared policy trade one task for another?
+            won = [ok for t, ok in zip(batch.task, batch.success.tolist()) if t == task]
+            row[f"rollout/kept_success/{task}"] = sum(won) / len(won)
         row |= {f"timing/{k}": v for k, v in self.timing.items()}
         if self.curriculum is not None:
             for task, rate, weight in zip(self.curriculum.tasks, self.curriculum.rates(), self.curriculum.weights()):

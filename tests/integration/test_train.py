@@ -97,6 +97,9 @@ def test_grpo_groups_share_task_and_start(tmp_path, start_checkpoint):
     assert batch.stats == {"success": batch.success.float().mean().item(), "episodes": 4}
     assert batch.task[0] == batch.task[1] and batch.task[2] == batch.task[3] and set(batch.task) == set(TASKS)
     assert (batch.image[0, 0] == batch.image[0, 1]).all() and not (batch.image[0, 1] == batch.image[0, 2]).all()
+    batch.success = torch.tensor([True, False, False, False])
+    row = trainer.log(batch, {})
+    assert row[f"rollout/kept_success/{batch.task[0]}"] == 0.5 and row[f"rollout/kept_success/{batch.task[2]}"] == 0.0
     adv, ret = trainer.advantages(batch)
     assert adv.shape == batch.value.shape and (adv[~batch.mask] == 0).all()
     before = [p.detach().clone() for p in trainer.policy.parameters()]
@@ -152,6 +155,11 @@ def test_grpo_return_score_ranks_faster_successes_higher(tmp_path, start_checkpo
     returns = torch.tensor([0.9**2, 0.9**5, 0.0, 0.9**1])
     torch.testing.assert_close(adv[0], algorithms.grpo(returns, batch.group_id))
     assert adv[0, 0] > 0 > adv[0, 1]  # both succeeded; the faster one is reinforced (a success score gives 0)
+    assert adv[0, 0] == pytest.approx(1 / 2**0.5, rel=1e-4)  # std-normalised: a speed gap weighs as a success
+    trainer.cfg.algo.group_std = False  # Dr. GRPO: score - group mean, a speed gap stays small
+    adv, _ = trainer.advantages(batch)
+    speed, success_gap = (0.9**2 - 0.9**5) / 2, (0.9**1 - 0.0) / 2
+    torch.testing.assert_close(adv[0], torch.tensor([speed, -speed, -success_gap, success_gap]))
 
 
 def test_grpo_max_reward_score_ranks_episodes_by_their_best_step(tmp_path, start_checkpoint):

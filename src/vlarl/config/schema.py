@@ -141,6 +141,11 @@ class AlgoConfig:
         "gamma^(steps to success), so faster successes rank higher); or 'max_reward' (best step reward; with "
         "env.reward=dense, how close the episode came to success).",
     )
+    group_std: bool = doc(
+        True,
+        "grpo: divide by the group's score std. False is Dr. GRPO (score - group mean): under score=return an "
+        "all-success group's tiny speed differences stay tiny instead of weighing as much as a success.",
+    )
     gamma: float = doc(0.99, "Discount.")
     lam: float = doc(0.95, "GAE lambda.")
     group_size: int = doc(8, "GRPO: episodes per group (same task and initial state); divides env.num_envs.")
