@@ -205,13 +205,13 @@ class Trainer:
     def update(self, batch: Batch, adv: torch.Tensor, ret: torch.Tensor) -> dict[str, float]:
         """PPO epochs over the valid steps of ``batch``; returns mean metrics.
 
-        Without a critic, steps with zero advantage (groups without mixed outcomes) carry no gradient
-        and are left out; with none left an optimizer step would still move the weights by Adam's
-        momentum, so the update is skipped.
+        Without a critic or a KL penalty, steps with zero advantage (groups without mixed outcomes)
+        carry no gradient and are left out; with none left an optimizer step would still move the
+        weights by Adam's momentum, so the update is skipped. The KL penalty holds every step.
         """
         algo, policy = self.cfg.algo, self.policy
         use_value = self.advantage == "gae"
-        rows = batch.mask if use_value else batch.mask & (adv != 0)
+        rows = batch.mask if use_value or self.reference is not None else batch.mask & (adv != 0)
         if not rows.any():
             return {"update_skipped": 1.0}
         t_idx, b_idx = rows.nonzero(as_tuple=True)

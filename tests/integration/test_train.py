@@ -112,6 +112,19 @@ def test_grpo_groups_share_task_and_start(tmp_path, start_checkpoint):
     trainer.venv.close()
 
 
+def test_kl_penalty_holds_zero_advantage_steps(tmp_path, start_checkpoint):
+    extra = ["env.num_envs=4", "algo.name=grpo", "algo.group_size=2", "algo.kl_coef=0.1", "trainer.iterations=1"]
+    trainer = Trainer(_cfg(tmp_path, start_checkpoint, *extra), tmp_path / "kl")
+    batch = trainer.collect()
+    trainer.venv.close()
+    adv, ret = trainer.advantages(batch)
+    metrics = trainer.update(batch, torch.zeros_like(adv), ret)  # no advantage signal: the KL term still trains
+    assert metrics["update_skipped"] == 0.0 and metrics["samples"] == batch.mask.sum()
+    assert metrics["policy/kl_ref"] == pytest.approx(0.0, abs=1e-6)  # at its reference the KL has no gradient: nothing moves
+    after = trainer.update(batch, torch.ones_like(adv), ret)  # one step moved the policy away from its reference
+    assert after["policy/kl_ref"] > 1e-6
+
+
 def test_episode_step_weight_balances_each_grpo_group(tmp_path, start_checkpoint):
     extra = ["env.num_envs=4", "algo.name=grpo", "algo.group_size=2", "algo.step_weight=episode"]
     trainer = Trainer(_cfg(tmp_path, start_checkpoint, *extra), tmp_path / "weight")
