@@ -120,7 +120,7 @@ def test_kl_penalty_holds_zero_advantage_steps(tmp_path, start_checkpoint):
     adv, ret = trainer.advantages(batch)
     metrics = trainer.update(batch, torch.zeros_like(adv), ret)  # no advantage signal: the KL term still trains
     assert metrics["update_skipped"] == 0.0 and metrics["samples"] == batch.mask.sum()
-    assert metrics["policy/kl_ref"] == pytest.approx(0.0, abs=1e-6)  # at its reference the KL has no gradient: nothing moves
+    assert metrics["policy/kl_ref"] == pytest.approx(0.0, abs=1e-6)  # no gradient at its reference: nothing moved
     after = trainer.update(batch, torch.ones_like(adv), ret)  # one step moved the policy away from its reference
     assert after["policy/kl_ref"] > 1e-6
 
