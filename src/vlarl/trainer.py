@@ -86,6 +86,8 @@ class Trainer:
             raise ValueError(f"algo.score={algo.score!r}; choose 'success', 'max_reward' or 'return'")
         if algo.logprob_granularity not in ("token", "action"):
             raise ValueError(f"algo.logprob_granularity={algo.logprob_granularity!r}; choose 'token' or 'action'")
+        if not 0.0 <= algo.neg_adv_weight <= 1.0:
+            raise ValueError(f"algo.neg_adv_weight={algo.neg_adv_weight} must lie in [0, 1]")
         if algo.step_weight not in ("step", "episode"):
             raise ValueError(f"algo.step_weight={algo.step_weight!r}; choose 'step' or 'episode'")
         if cfg.trainer.curriculum not in ("none", "success"):
@@ -200,6 +202,8 @@ class Trainer:
         if algo.step_weight == "episode":  # failures run longer: under step weighting they outweigh successes
             length = batch.length.clamp(min=1).float()
             adv = adv * (length.mean() / length)
+        if algo.neg_adv_weight != 1.0:
+            adv = torch.where(adv < 0, adv * algo.neg_adv_weight, adv)
         return torch.where(batch.mask, adv, 0.0), torch.where(batch.mask, ret, 0.0)
 
     def update(self, batch: Batch, adv: torch.Tensor, ret: torch.Tensor) -> dict[str, float]:

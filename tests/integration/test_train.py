@@ -173,6 +173,9 @@ def test_grpo_return_score_ranks_faster_successes_higher(tmp_path, start_checkpo
     adv, _ = trainer.advantages(batch)
     speed, success_gap = (0.9**2 - 0.9**5) / 2, (0.9**1 - 0.0) / 2
     torch.testing.assert_close(adv[0], torch.tensor([speed, -speed, -success_gap, success_gap]))
+    trainer.cfg.algo.neg_adv_weight = 0.25  # failures' (and slower successes') advantages shrink, the rest stay
+    adv, _ = trainer.advantages(batch)
+    torch.testing.assert_close(adv[0], torch.tensor([speed, -speed / 4, -success_gap / 4, success_gap]))
 
 
 def test_grpo_max_reward_score_ranks_episodes_by_their_best_step(tmp_path, start_checkpoint):
@@ -194,6 +197,8 @@ def test_bad_algo_settings_fail_clearly(tmp_path, start_checkpoint):
         Trainer(_cfg(tmp_path, start_checkpoint, "algo.advantage=nope"), tmp_path)
     with pytest.raises(ValueError, match="algo.score"):
         Trainer(_cfg(tmp_path, start_checkpoint, "algo.score=reward"), tmp_path)
+    with pytest.raises(ValueError, match="neg_adv_weight"):
+        Trainer(_cfg(tmp_path, start_checkpoint, "algo.neg_adv_weight=-1"), tmp_path)
     with pytest.raises(ValueError, match="algo.step_weight"):
         Trainer(_cfg(tmp_path, start_checkpoint, "algo.step_weight=trajectory"), tmp_path)
     with pytest.raises(ValueError, match="trainer.curriculum"):

@@ -146,6 +146,12 @@ class AlgoConfig:
         "grpo: divide by the group's score std. False is Dr. GRPO (score - group mean): under score=return an "
         "all-success group's tiny speed differences stay tiny instead of weighing as much as a success.",
     )
+    neg_adv_weight: float = doc(
+        1.0,
+        "Scale of negative advantages: 1 keeps the estimator's; 0 reinforces only better-than-baseline steps "
+        "(self-imitation). Pushing down the sampled tokens of failures, most of which were the policy's usual "
+        "choices, spreads probability mass (entropy rises); successes sharpen it.",
+    )
     gamma: float = doc(0.99, "Discount.")
     lam: float = doc(0.95, "GAE lambda.")
     group_size: int = doc(8, "GRPO: episodes per group (same task and initial state); divides env.num_envs.")
