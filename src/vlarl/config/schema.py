@@ -149,8 +149,7 @@ class AlgoConfig:
     neg_adv_weight: float = doc(
         1.0,
         "Scale of negative advantages: 1 keeps the estimator's; 0 reinforces only better-than-baseline steps "
-        "(self-imitation). Pushing down the sampled tokens of failures, most of which were the policy's usual "
-        "choices, spreads probability mass (entropy rises); successes sharpen it.",
+        "(self-imitation learning); in between weighs failures less than successes.",
     )
     gamma: float = doc(0.99, "Discount.")
     lam: float = doc(0.95, "GAE lambda.")
