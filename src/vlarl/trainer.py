@@ -112,8 +112,9 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             [{"params": body, "lr": algo.lr}, {"params": head, "lr": algo.value_lr}], weight_decay=0.0
         )
-        warm = max(algo.lr_warmup_steps, 1)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: min(1.0, (step + 1) / warm))
+        warm = max(algo.lr_warmup_steps, 1)  # policy steps; the value head starts at its full rate
+        policy_warmup, value_constant = (lambda step: min(1.0, (step + 1) / warm)), (lambda step: 1.0)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, [policy_warmup, value_constant])
         self.reference = None
         if algo.kl_coef > 0:
             self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
@@ -260,7 +261,8 @@ class Trainer:
                     [p for g in self.optimizer.param_groups for p in g["params"]], algo.grad_clip
                 )
                 self.optimizer.step()
-                self.scheduler.step()
+                if not warmup:  # the policy's lr warm-up starts with its first update
+                    self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 sums["grad_norm"] += float(grad_norm) * len(mb)
         policy.eval()

@@ -247,11 +247,18 @@ def test_cli_train_end_to_end_from_demos_and_sft(tmp_path, capsys, monkeypatch):
 
 
 def test_critic_warmup_changes_only_the_value_head(tmp_path, start_checkpoint):
-    cfg = _cfg(tmp_path, start_checkpoint, "env.num_envs=2", "trainer.iterations=1", "algo.critic_warmup=1")
-    trainer = Trainer(cfg, tmp_path / "warm")
+    extra = ["env.num_envs=2", "trainer.iterations=1", "algo.critic_warmup=1", "algo.lr_warmup_steps=50"]
+    trainer = Trainer(_cfg(tmp_path, start_checkpoint, *extra), tmp_path / "warm")
     before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
     batch = trainer.collect()
     trainer.update(batch, *trainer.advantages(batch))
     changed = {k for k, v in trainer.policy.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all(k.startswith("value_head.") for k in changed)
+    policy_lr, value_lr = (g["lr"] for g in trainer.optimizer.param_groups)
+    algo = trainer.cfg.algo
+    assert policy_lr == pytest.approx(algo.lr / 50) and value_lr == pytest.approx(algo.value_lr)  # warm-up not spent
+    trainer.iteration = 1  # the first policy update takes the first warm-up step
+    trainer.update(batch, *trainer.advantages(batch))
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(algo.lr * (trainer.scheduler.last_epoch + 1) / 50)
+    assert trainer.scheduler.last_epoch > 0
     trainer.venv.close()

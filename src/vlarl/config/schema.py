@@ -180,7 +180,9 @@ class AlgoConfig:
     lr: float = doc(5e-5, "Policy learning rate (AdamW).")
     value_lr: float = doc(1e-3, "Value-head learning rate.")
     lr_warmup_steps: int = doc(
-        0, "Optimizer steps of linear learning-rate warm-up (a fresh Adam's first steps move every weight by ~lr)."
+        0,
+        "Policy optimizer steps of linear learning-rate warm-up (a fresh Adam's first steps move every weight by "
+        "~lr); critic warm-up steps do not count, the value head never warms up.",
     )
     critic_warmup: int = doc(0, "First N iterations train only the value head (VLA-RL); ppo only, grpo has none.")
     dynamic_sampling: bool = doc(False, "GRPO: keep only groups whose success rate is in [ds_low, ds_high].")
