@@ -27,7 +27,8 @@ class Batch:
     tokens: torch.Tensor  # int64 [T, B, A]
     logprob: torch.Tensor  # float32 [T, B, A], per token, at sampling time
     value: torch.Tensor  # float32 [T, B]
-    next_value: torch.Tensor  # float32 [T, B], V(final obs) where truncated, else 0 (unused)
+    next_value: torch.Tensor  # float32 [T, B], V(s_{t+1}): value[t+1] inside an episode, V(final obs) where
+    #                           truncated, 0 where terminated and on steps outside the episode (mask false)
     reward: torch.Tensor  # float32 [T, B]
     terminated: torch.Tensor  # bool [T, B]
     truncated: torch.Tensor  # bool [T, B]
@@ -73,7 +74,7 @@ def collect_episodes(
             "tokens",
             "logprob",
             "value",
-            "next_value",
+            "cut_value",
             "reward",
             "terminated",
             "truncated",
@@ -90,15 +91,15 @@ def collect_episodes(
         obs, reward, term, trunc, info = venv.step(out.actions)
         trunc = trunc & alive
         term = term & alive
-        next_value = torch.zeros(b)
+        cut_value = torch.zeros(b)
         if trunc.any():  # bootstrap from the value of the last observation of a cut episode
             final = {"image": info["final_image"], "proprio": info["final_proprio"], "instruction": instruction}
-            next_value[trunc] = _values(policy, final, trunc)
+            cut_value[trunc] = _values(policy, final, trunc)
         for key, val in (
             ("tokens", out.tokens.cpu()),
             ("logprob", out.logprob.float().cpu()),
             ("value", out.value.float().cpu()),
-            ("next_value", next_value),
+            ("cut_value", cut_value),
             ("reward", torch.as_tensor(reward, dtype=torch.float32)),
             ("terminated", torch.as_tensor(term)),
             ("truncated", torch.as_tensor(trunc)),
@@ -113,20 +114,31 @@ def collect_episodes(
             break
     if alive.any():  # the step budget ran out before the env's own limit: cut there, bootstrap from obs
         steps["truncated"][-1] = steps["truncated"][-1] | torch.as_tensor(alive)
-        steps["next_value"][-1][alive] = _values(policy, obs, alive)
+        steps["cut_value"][-1][alive] = _values(policy, obs, alive)
+    out = {k: torch.stack(steps[k]) for k in _STEP_FIELDS if k != "next_value"}
+    out["next_value"] = next_values(out["value"], out["mask"], torch.stack(steps["cut_value"]))
     return Batch(
         image=np.stack(steps["image"]),
         proprio=np.stack(steps["proprio"]),
         instruction=instruction,
-        **{
-            k: torch.stack(steps[k])
-            for k in ("tokens", "logprob", "value", "next_value", "reward", "terminated", "truncated", "mask")
-        },
+        **out,
         group_id=torch.as_tensor(group_id),
         task=list(tasks),
         success=torch.as_tensor(success),
         length=torch.as_tensor(length),
     )
+
+
+def next_values(value: torch.Tensor, mask: torch.Tensor, cut_value: torch.Tensor) -> torch.Tensor:
+    """V(s_{t+1}) per step ``[T, B]``: ``value[t+1]`` where the episode goes on (``mask[t+1]``), else ``cut_value[t]``.
+
+    ``cut_value`` holds V(final observation) at truncated steps and 0 elsewhere, so a terminated step and the
+    steps after an episode's end get 0. Auto-reset puts the next episode's first value in ``value[t+1]`` after
+    an end, which is why ``mask[t+1]`` (not just ``t + 1 < T``) decides.
+    """
+    following = torch.zeros_like(value)
+    following[:-1] = torch.where(mask[1:], value[1:], 0.0)
+    return torch.where(mask, following + cut_value, 0.0)
 
 
 def _values(policy: Any, obs: dict[str, Any], rows: np.ndarray) -> torch.Tensor:
