@@ -90,18 +90,28 @@ def evaluate_policy(
     return report
 
 
+def standard_error(rate: float, trials: int) -> float:
+    """Binomial standard error of a success rate measured on ``trials`` episodes (0 when there are none)."""
+    return float(np.sqrt(rate * (1.0 - rate) / trials)) if trials else 0.0
+
+
 def summarize(results: dict[str, list[dict]]) -> dict[str, Any]:
-    per_task = {
-        task: {
-            "success_rate": float(np.mean([r["success"] for r in rs])) if rs else 0.0,
+    """Per-task success rate, its standard error and mean length; the task mean and its standard error."""
+    per_task = {}
+    for task, rs in results.items():
+        rate = float(np.mean([r["success"] for r in rs])) if rs else 0.0
+        per_task[task] = {
+            "success_rate": rate,
+            "stderr": standard_error(rate, len(rs)),
             "trials": len(rs),
             "mean_length": float(np.mean([r["length"] for r in rs])) if rs else 0.0,
             "episodes": rs,
         }
-        for task, rs in results.items()
-    }
-    mean = float(np.mean([v["success_rate"] for v in per_task.values()])) if per_task else 0.0
-    return {"per_task": per_task, "mean_success": mean}
+    rates = [v["success_rate"] for v in per_task.values()]
+    mean = float(np.mean(rates)) if per_task else 0.0
+    # the mean of independent task rates: its variance is the sum of theirs over K^2
+    stderr = float(np.sqrt(sum(v["stderr"] ** 2 for v in per_task.values()))) / max(len(per_task), 1)
+    return {"per_task": per_task, "mean_success": mean, "mean_stderr": stderr}
 
 
 def success_table(report: dict[str, Any], title: str = "evaluation: success per task") -> Table:
@@ -109,6 +119,11 @@ def success_table(report: dict[str, Any], title: str = "evaluation: success per 
     for col in ("task", "trials", "success", "mean length"):
         table.add_column(col, justify="left" if col == "task" else "right")
     for task, r in report["per_task"].items():
-        table.add_row(task, str(r["trials"]), f"{r['success_rate']:.0%}", f"{r['mean_length']:.0f}")
-    table.add_row("[bold]mean", "", f"[bold]{report['mean_success']:.0%}", "")
+        table.add_row(task, str(r["trials"]), percent(r["success_rate"], r["stderr"]), f"{r['mean_length']:.0f}")
+    table.add_row("[bold]mean", "", f"[bold]{percent(report['mean_success'], report['mean_stderr'])}", "")
     return table
+
+
+def percent(rate: float, stderr: float) -> str:
+    """``'45% ± 5'``: a success rate and its standard error, in points."""
+    return f"{rate:.0%} ± {100 * stderr:.0f}"

@@ -26,12 +26,13 @@ from tqdm import tqdm
 from vlarl import algorithms, envs
 from vlarl.config.schema import SFTCommand, TrainCommand
 from vlarl.envs.curriculum import SuccessCurriculum
-from vlarl.evaluate import evaluate_policy
+from vlarl.evaluate import evaluate_policy, percent
 from vlarl.policies import make_policy
 from vlarl.rollout.collector import Batch, collect_episodes, concat_batches
 from vlarl.sft import autocast, run_sft, save_checkpoint
 from vlarl.utils.io import atomic_dir, atomic_write_json
 from vlarl.utils.metrics import MetricLogger
+from vlarl.utils.plot import line_panels
 from vlarl.utils.run import config_hash
 
 
@@ -72,6 +73,17 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
+def parse_fixed_states(entries: list[str], tasks: tuple[str, ...]) -> list[tuple[str, int]]:
+    """``['task@seed', ...]`` -> ``[(task, seed), ...]``; names the bad entry and the env's tasks."""
+    out = []
+    for entry in entries:
+        task, _, seed = entry.rpartition("@")
+        if task not in tasks or not seed.lstrip("-").isdigit():
+            raise ValueError(f"trainer.fixed_states entry {entry!r} is not 'task@seed' with a task of {list(tasks)}")
+        out.append((task, int(seed)))
+    return out
+
+
 class Trainer:
     """Holds the policy, envs and optimizer; each stage is a method timed under its name."""
 
@@ -98,6 +110,9 @@ class Trainer:
         start = start_checkpoint(cfg, self.console)
         self.venv = envs.make(cfg.env)
         spec = self.venv.spec
+        self.fixed_states = parse_fixed_states(cfg.trainer.fixed_states, spec.tasks)
+        if self.fixed_states and cfg.trainer.curriculum != "none":
+            raise ValueError("trainer.fixed_states picks every group's task and state: use trainer.curriculum=none")
         self.curriculum = None
         if cfg.trainer.curriculum == "success":
             t = cfg.trainer
@@ -119,6 +134,7 @@ class Trainer:
         if algo.kl_coef > 0:
             self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
         self.iteration = 0
+        self.eval_curve: dict[int, float] = {}  # iteration -> eval mean success, for the learning-curve picture
         self.timing: dict[str, float] = {}
         self.metrics = MetricLogger(self.run_dir, cfg.run.wandb_project, cfg)
 
@@ -147,7 +163,10 @@ class Trainer:
             rng = np.random.default_rng(self._seed(1, r))
             groups = b // n
             group_seed = rng.integers(2**31, size=groups)
-            if self.curriculum is not None:
+            if self.fixed_states:
+                group_task = [self.fixed_states[g % len(self.fixed_states)][0] for g in range(groups)]
+                group_seed = [self.fixed_states[g % len(self.fixed_states)][1] for g in range(groups)]
+            elif self.curriculum is not None:
                 group_task = self.curriculum.sample(groups, rng)
             else:
                 offset = self.iteration * groups + r
@@ -355,6 +374,7 @@ class Trainer:
             report = evaluate_policy(
                 self.policy, self.cfg.env, self.cfg.eval, self.run_dir / name, self.console, seed=self.cfg.run.seed
             )
+        self.eval_curve[self.iteration] = report["mean_success"]
         row = {f"eval/success/{task}": r["success_rate"] for task, r in report["per_task"].items()}
         self.metrics.log({"eval/mean_success": report["mean_success"], **row}, self.iteration)
         return report
@@ -383,6 +403,15 @@ class Trainer:
         row["perf/samples_per_s"] = steps * self.cfg.algo.epochs / max(self.timing.get("update", 1e-9), 1e-9)
         self.metrics.log(row, self.iteration)
         return row
+
+    def plot_curve(self, history: list[dict[str, float]]) -> Path:
+        """``learning_curve.png``: rollout and eval success, and return per episode, against the iteration."""
+        its = list(range(self.iteration - len(history), self.iteration + 1))
+        rollout = [r["rollout/success"] for r in history] + [float("nan")]
+        evals = [self.eval_curve.get(i, float("nan")) for i in its]
+        ret = [r["env/reward"] for r in history] + [float("nan")]
+        panels = {"success": {"rollouts": rollout, "eval": evals}, "return per episode": {"rollouts": ret}}
+        return line_panels(self.run_dir / "learning_curve.png", its, panels, "iteration")
 
     def train(self) -> dict[str, Any]:
         cfg = self.cfg.trainer
@@ -425,6 +454,8 @@ class Trainer:
             "env_steps": sum(r["env/steps"] for r in history),
         }
         atomic_write_json(self.run_dir / "summary.json", summary)
+        if history:
+            self.plot_curve(history)
         if before is not None:
             self.console.print(before_after_table(before, after))
         self.metrics.close()
@@ -433,19 +464,27 @@ class Trainer:
 
 
 def before_after_table(before: dict, after: dict) -> Table:
-    table = Table(title="success per task: before and after RL")
-    for col in ("task", "before", "after", "change"):
+    """Success per task before and after RL, each ± its standard error; the change ± the difference's."""
+    table = Table(title="success per task: before and after RL (± standard error, points)")
+    for col in ("task", "trials", "before", "after", "change"):
         table.add_column(col, justify="left" if col == "task" else "right")
-    for task, a in after["per_task"].items():
-        b = before["per_task"][task]["success_rate"]
-        table.add_row(task, f"{b:.0%}", f"{a['success_rate']:.0%}", f"{a['success_rate'] - b:+.0%}")
-    table.add_row(
-        "[bold]mean",
-        f"{before['mean_success']:.0%}",
-        f"[bold]{after['mean_success']:.0%}",
-        f"{after['mean_success'] - before['mean_success']:+.0%}",
-    )
+    rows = [(task, before["per_task"][task], a) for task, a in after["per_task"].items()]
+    rows.append(("[bold]mean", _mean_row(before), _mean_row(after)))
+    for task, b, a in rows:
+        change = a["success_rate"] - b["success_rate"]
+        se = (a["stderr"] ** 2 + b["stderr"] ** 2) ** 0.5
+        table.add_row(
+            task,
+            str(a.get("trials", "")),
+            percent(b["success_rate"], b["stderr"]),
+            percent(a["success_rate"], a["stderr"]),
+            f"{100 * change:+.0f} ± {100 * se:.0f}",
+        )
     return table
+
+
+def _mean_row(report: dict) -> dict:
+    return {"success_rate": report["mean_success"], "stderr": report["mean_stderr"]}
 
 
 def run_train(cfg: TrainCommand, run_dir: Path, console: Console | None = None) -> dict[str, Any]:

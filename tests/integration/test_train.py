@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from vlarl import algorithms
 from vlarl.cli import main
@@ -110,6 +112,27 @@ def test_grpo_groups_share_task_and_start(tmp_path, start_checkpoint):
     metrics = trainer.update(batch, one_group, ret)  # zero-advantage steps are left out
     assert metrics["samples"] == batch.mask[:, :2].sum() and metrics["update_skipped"] == 0.0
     trainer.venv.close()
+
+
+def test_fixed_states_repeat_every_iteration(tmp_path, start_checkpoint):
+    states = ["drawer-close-v3@11", "reach-v3@7"]
+    extra = ["env.num_envs=4", "algo.name=grpo", "algo.group_size=1", "trainer.fixed_states=[" + ",".join(states) + "]"]
+    trainer = Trainer(_cfg(tmp_path, start_checkpoint, *extra), tmp_path / "fixed")
+    first = trainer.collect()
+    trainer.iteration = 7  # another iteration draws other seeds, except for the fixed states
+    again = trainer.collect()
+    trainer.venv.close()
+    assert first.task == again.task == ["drawer-close-v3", "reach-v3", "drawer-close-v3", "reach-v3"]
+    assert (first.image[0] == again.image[0]).all() and (first.image[0, 0] == first.image[0, 2]).all()
+    assert (first.image[0, 1] == first.image[0, 3]).all()  # entry g % 2: envs 1 and 3 share reach-v3@7
+    free = Trainer(_cfg(tmp_path, start_checkpoint, "env.num_envs=4", "algo.name=grpo", "algo.group_size=1"), tmp_path)
+    free.iteration = 7
+    other = free.collect()
+    free.venv.close()
+    assert not all((other.image[0, b] == again.image[0, b]).all() for b in range(4))  # the check has teeth
+    for bad in ("reach-v3", "push-v3@1", "reach-v3@x"):
+        with pytest.raises(ValueError, match="task@seed"):
+            Trainer(_cfg(tmp_path, start_checkpoint, f"trainer.fixed_states=[{bad}]"), tmp_path)
 
 
 def test_kl_penalty_holds_zero_advantage_steps(tmp_path, start_checkpoint):
@@ -239,6 +262,9 @@ def test_cli_train_end_to_end_from_demos_and_sft(tmp_path, capsys, monkeypatch):
     assert (run / "checkpoints" / "iter_000002" / "policy" / "config.json").is_file()
     assert (run / "checkpoints" / "latest" / "CHECKPOINT").read_text().strip() == "iter_000002"
     assert list((run / "tb").glob("events.out.tfevents.*"))
+    curve = Image.open(run / "learning_curve.png")
+    assert curve.size == (640, 440) and len(np.unique(np.asarray(curve).reshape(-1, 3), axis=0)) > 3  # lines drawn
+    assert "±" in out  # the before/after table carries standard errors
     # a second run reuses the cached SFT checkpoint, and trainer.resume=auto continues from latest
     assert main([*args[:-1], "run.name=e2e", "trainer.resume=auto", "trainer.iterations=3"]) == 0
     out = capsys.readouterr().out

@@ -207,6 +207,12 @@ class TrainerConfig:
     save_every: int = doc(5, "Iterations between checkpoints (the last is always written).")
     resume: str = doc("", "Checkpoint folder (<run>/checkpoints/...) to resume from; 'auto': the run's latest.")
     init: str = doc("sft", "Starting policy: 'sft' (run or reuse `vlarl sft` on the demos), or 'checkpoint'.")
+    fixed_states: list[str] = doc(
+        [],
+        "Train on these (task, initial state) groups, 'task@seed' each (e.g. 'reach-v3@17'), the same every "
+        "iteration: group g of an iteration runs entry g % len. A diagnostic: transitions are deterministic given "
+        "the actions, so a working learner drives rollout success on them up (benchmarks/fixed_state.py).",
+    )
 
 
 @dataclass
