@@ -413,6 +413,19 @@ class Trainer:
         panels = {"success": {"rollouts": rollout, "eval": evals}, "return per episode": {"rollouts": ret}}
         return line_panels(self.run_dir / "learning_curve.png", its, panels, "iteration")
 
+    def step(self) -> dict[str, float]:
+        """One RL iteration: collect -> advantages -> update, each timed; logs and returns the iteration's row."""
+        self.timing = {}
+        with self.timed("collect"):
+            batch = self.collect()
+        with self.timed("advantages"):
+            adv, ret = self.advantages(batch)
+        with self.timed("update"):
+            metrics = self.update(batch, adv, ret)
+        row = self.log(batch, metrics)
+        self.iteration += 1
+        return row
+
     def train(self) -> dict[str, Any]:
         cfg = self.cfg.trainer
         before = self.evaluate("eval_before") if self.iteration == 0 else None
@@ -425,18 +438,10 @@ class Trainer:
             if cfg.time_budget_min and rl_seconds >= 60 * cfg.time_budget_min:
                 self.console.print(f"time budget of {cfg.time_budget_min} min reached at iteration {self.iteration}")
                 break
-            self.timing = {}
-            with self.timed("collect"):
-                batch = self.collect()
-            with self.timed("advantages"):
-                adv, ret = self.advantages(batch)
-            with self.timed("update"):
-                metrics = self.update(batch, adv, ret)
+            row = self.step()
             rl_seconds += sum(self.timing.values())
-            row = self.log(batch, metrics)
             history.append(row)
             bar.set_postfix(success=f"{row['rollout/success']:.2f}", steps=row["env/steps"])
-            self.iteration += 1
             if self.iteration % cfg.save_every == 0 or self.iteration == cfg.iterations:
                 with self.timed("checkpoint"):
                     self.save()
