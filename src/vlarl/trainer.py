@@ -253,23 +253,7 @@ class Trainer:
                 for m0 in range(0, len(mb), micro):
                     rows = torch.as_tensor(mb[m0 : m0 + micro])
                     t, bb = t_idx[rows], b_idx[rows]
-                    obs = {
-                        "image": batch.image[t.numpy(), bb.numpy()],
-                        "proprio": batch.proprio[t.numpy(), bb.numpy()],
-                        "instruction": [batch.instruction[i] for i in bb.tolist()],
-                    }
-                    with autocast(policy.device, self.cfg.policy.precision):
-                        loss, metrics = self._loss(
-                            policy.prepare(obs),
-                            batch.tokens[t, bb].to(policy.device),
-                            batch.logprob[t, bb],
-                            adv[t, bb],
-                            batch.value[t, bb],
-                            ret[t, bb],
-                            warmup,
-                            use_value,
-                        )
-                    (loss * len(rows) / len(mb)).backward()
+                    metrics = self.backward(batch, adv, ret, t, bb, len(rows) / len(mb), warmup, use_value)
                     for k, v in metrics.items():
                         sums[k] += v * len(rows)
                     count += len(rows)
@@ -286,6 +270,23 @@ class Trainer:
                 sums["grad_norm"] += float(grad_norm) * len(mb)
         policy.eval()
         return {k: v / max(count, 1) for k, v in sums.items()} | {"update_skipped": 0.0, "samples": n}
+
+    def backward(self, batch, adv, ret, t, b, scale: float, warmup: bool, use_value: bool) -> dict[str, float]:
+        """Accumulate ``scale`` x the loss gradient of steps ``(t[i], b[i])`` into ``.grad``; returns its metrics."""
+        policy = self.policy
+        with autocast(policy.device, self.cfg.policy.precision):
+            loss, metrics = self._loss(
+                policy.prepare(batch.observation(t, b)),
+                batch.tokens[t, b].to(policy.device),
+                batch.logprob[t, b],
+                adv[t, b],
+                batch.value[t, b],
+                ret[t, b],
+                warmup,
+                use_value,
+            )
+        (loss * scale).backward()
+        return metrics
 
     def _loss(self, inputs, tokens, old_logp, adv, old_value, ret, warmup: bool, use_value: bool):
         algo, dev = self.cfg.algo, self.policy.device

@@ -43,6 +43,15 @@ class Batch:
     def num_steps(self) -> int:
         return int(self.mask.sum())
 
+    def observation(self, t: torch.Tensor, b: torch.Tensor) -> dict[str, Any]:
+        """The observations of steps ``(t[i], b[i])`` (int tensors ``[N]``) as a policy input dict of N rows."""
+        ti, bi = t.numpy(), b.numpy()
+        return {
+            "image": self.image[ti, bi],
+            "proprio": self.proprio[ti, bi],
+            "instruction": [self.instruction[i] for i in bi],
+        }
+
     def select(self, cols: list[int]) -> Batch:
         """The episodes ``cols`` (env columns) of this batch."""
         idx = torch.as_tensor(cols, dtype=torch.long)
