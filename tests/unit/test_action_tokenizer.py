@@ -53,3 +53,9 @@ def test_norm_stats_round_trip_and_mask():
     assert edges.tolist() == pytest.approx([-1, 1, 0.5])
     again = ActionNormStats.from_dict(stats.to_dict())
     np.testing.assert_array_equal(again.q99, stats.q99)
+
+
+def test_norm_stats_without_mask_normalise_every_dim():
+    stats = ActionNormStats.from_dict({"q01": [-2.0, 0.0], "q99": [2.0, 4.0]})  # OpenVLA treats no mask as all-True
+    assert stats.mask.tolist() == [True, True]
+    np.testing.assert_allclose(stats.normalize(np.array([[1.0, 1.0]])), [[0.5, -0.5]])

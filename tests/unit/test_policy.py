@@ -144,3 +144,16 @@ def test_separate_critic_agrees_and_round_trips(tmp_path, value_position):
     loaded = load_pretrained(tmp_path / "ckpt").eval()
     assert loaded.critic is not None
     torch.testing.assert_close(loaded.evaluate(out.inputs, out.tokens)[2], value, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["siglip", "dinov2_reg"])
+def test_vision_tower_mlp_width_follows_the_spec(kind):
+    from vlarl.policies.openvla.vision import VisionTower, VisionTowerSpec
+
+    registers = 4 if kind == "dinov2_reg" else 0
+    spec = VisionTowerSpec(kind, 32, 1, 2, 96, 8, 16, registers=registers)  # 3 x width: not DINOv2's default 4
+    widths = {tuple(p.shape) for n, p in VisionTower(spec).named_parameters() if "fc1.weight" in n}
+    assert widths == {(96, 32)}
+    if kind == "dinov2_reg":  # its config takes an integer mlp_ratio only
+        with pytest.raises(ValueError, match="multiple of the width 32"):
+            VisionTower(VisionTowerSpec(kind, 32, 1, 2, 48, 8, 16, registers=registers))

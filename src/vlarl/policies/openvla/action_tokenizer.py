@@ -59,7 +59,9 @@ class ActionNormStats:
 
     @classmethod
     def from_dict(cls, d: dict) -> ActionNormStats:
-        return cls(np.asarray(d["q01"], np.float32), np.asarray(d["q99"], np.float32), np.asarray(d["mask"], bool))
+        """OpenVLA's ``norm_stats[key]["action"]`` layout; no ``mask`` means every dim is normalised, as in OpenVLA."""
+        q01, q99 = np.asarray(d["q01"], np.float32), np.asarray(d["q99"], np.float32)
+        return cls(q01, q99, np.asarray(d["mask"], bool) if "mask" in d else np.ones(q01.shape, bool))
 
     def to_dict(self) -> dict:
         return {"q01": self.q01.tolist(), "q99": self.q99.tolist(), "mask": self.mask.tolist()}

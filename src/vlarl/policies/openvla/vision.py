@@ -86,19 +86,24 @@ class VisionTower(nn.Module):
             hidden_size=spec.width,
             num_hidden_layers=spec.depth,
             num_attention_heads=spec.heads,
-            intermediate_size=spec.mlp,
             patch_size=spec.patch,
             image_size=spec.image_size,
             hidden_act=spec.act,
             layer_norm_eps=spec.eps,
         )
         if spec.kind == "siglip":
-            self.model = SiglipVisionModel(SiglipVisionConfig(**common, vision_use_head=False))
+            self.model = SiglipVisionModel(
+                SiglipVisionConfig(**common, intermediate_size=spec.mlp, vision_use_head=False)
+            )
             self.prefix_tokens = 0
         elif spec.kind == "dinov2_reg":
-            self.model = Dinov2WithRegistersModel(
-                Dinov2WithRegistersConfig(**common, num_register_tokens=spec.registers, layerscale_value=1.0)
+            ratio, rest = divmod(spec.mlp, spec.width)  # the config sizes its MLP as hidden_size x mlp_ratio (an int)
+            if rest:
+                raise ValueError(f"DINOv2 tower: MLP width {spec.mlp} must be a multiple of the width {spec.width}")
+            config = Dinov2WithRegistersConfig(
+                **common, mlp_ratio=ratio, num_register_tokens=spec.registers, layerscale_value=1.0
             )
+            self.model = Dinov2WithRegistersModel(config)
             self.prefix_tokens = 1 + spec.registers
         else:
             raise ValueError(f"unknown tower kind {spec.kind!r}; kinds: siglip, dinov2_reg")
