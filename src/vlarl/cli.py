@@ -11,7 +11,7 @@ from rich.console import Console
 
 from vlarl.config import COMMANDS, ConfigError, describe, load_config
 from vlarl.config.loader import available_presets
-from vlarl.utils.run import make_run_dir
+from vlarl.config.run import make_run_dir
 
 SUMMARIES = {
     "demos": "collect scripted-expert demonstrations into a dataset",

@@ -12,10 +12,10 @@ from rich.table import Table
 from tqdm import tqdm
 
 from vlarl import envs
+from vlarl.config.run import config_hash
 from vlarl.config.schema import DemosCommand
 from vlarl.data.dataset import DemoDataset, DemoWriter
 from vlarl.envs.base import OBS_KEYS
-from vlarl.utils.run import config_hash
 
 
 def dataset_path(cfg: DemosCommand) -> Path:

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from vlarl import algorithms, envs
+from vlarl.config.run import config_hash
 from vlarl.config.schema import SFTCommand, TrainCommand
 from vlarl.envs.curriculum import SuccessCurriculum
 from vlarl.evaluate import evaluate_policy, percent
@@ -33,7 +34,6 @@ from vlarl.sft import autocast, run_sft, save_checkpoint
 from vlarl.utils.io import atomic_dir, atomic_write_json
 from vlarl.utils.metrics import MetricLogger
 from vlarl.utils.plot import line_panels
-from vlarl.utils.run import config_hash
 
 
 def sft_checkpoint(cfg: TrainCommand, console: Console) -> Path:

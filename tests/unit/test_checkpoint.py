@@ -202,3 +202,12 @@ def test_vlarl_checkpoint_without_action_vocab_key_keeps_its_action_ids(saved, t
     (target / "config.json").write_text(json.dumps(config))
     loaded = load_pretrained(target)
     assert loaded.action_tokenizer.first_id == policy.action_tokenizer.first_id == len(policy.tokenizer) - 256
+
+
+def test_a_folder_without_tokenizer_files_fails_instead_of_prompting(tmp_path):
+    from vlarl.policies.openvla.text_tokenizer import load_tokenizer
+
+    config = {"auto_map": {"AutoConfig": "configuration_prismatic.OpenVLAConfig"}, "model_type": "openvla"}
+    (tmp_path / "config.json").write_text(json.dumps(config))  # transformers would ask to trust remote code
+    with pytest.raises(FileNotFoundError, match="tokenizer.json"):
+        load_tokenizer(tmp_path)

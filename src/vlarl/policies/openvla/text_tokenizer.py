@@ -49,8 +49,12 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     path = Path(path)
     if (path / "tokenizer.json").is_file():  # the fast format needs no config.json model_type lookup
         tok = PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
-    else:
-        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    elif (path / "tokenizer_config.json").is_file():  # e.g. a sentencepiece tokenizer.model; never remote code
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    else:  # AutoTokenizer would fall back to config.json, whose auto_map stops at an interactive prompt
+        raise FileNotFoundError(
+            f"no tokenizer in {path}: it needs tokenizer.json (or tokenizer_config.json with its vocabulary files)"
+        )
     if tok.pad_token is None:
         tok.pad_token = tok.unk_token
     tok.padding_side = "left"
