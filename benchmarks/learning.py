@@ -31,7 +31,7 @@ from common import write_result  # noqa: E402
 
 from vlarl import envs  # noqa: E402
 from vlarl.config import load_config  # noqa: E402
-from vlarl.evaluate import evaluate_policy  # noqa: E402
+from vlarl.evaluate import evaluate_policy, percent  # noqa: E402
 from vlarl.policies import make_policy  # noqa: E402
 from vlarl.trainer import resolve_checkpoint, run_train, start_checkpoint  # noqa: E402
 
@@ -48,13 +48,18 @@ def budgets(items: list[str], algos: list[str]) -> dict[str, float]:
     return named
 
 
+def rates(report: dict) -> dict[str, float]:
+    """Per-task success, ``mean`` and ``mean_stderr`` of an evaluation report."""
+    per_task = {t: r["success_rate"] for t, r in report["per_task"].items()}
+    return per_task | {"mean": report["mean_success"], "mean_stderr": report["mean_stderr"]}
+
+
 def greedy_success(cfg, checkpoint: Path, out_dir: Path, console: Console) -> dict[str, float]:
     """Per-task success (and ``mean``) of the checkpoint's policy with argmax decoding, on the same eval states."""
     spec = envs.make_backend(cfg.env).spec(cfg.env.num_envs)
     policy = make_policy(dataclasses.replace(cfg.policy, checkpoint=str(checkpoint)), spec.action_dim, spec.proprio_dim)
     eval_cfg = dataclasses.replace(cfg.eval, greedy=True, videos_per_task=0)
-    report = evaluate_policy(policy, cfg.env, eval_cfg, out_dir, console, seed=cfg.run.seed)
-    return {t: r["success_rate"] for t, r in report["per_task"].items()} | {"mean": report["mean_success"]}
+    return rates(evaluate_policy(policy, cfg.env, eval_cfg, out_dir, console, seed=cfg.run.seed))
 
 
 def main() -> None:
@@ -92,6 +97,10 @@ def main() -> None:
             "after": {t: r["success_rate"] for t, r in after["per_task"].items()},
             "mean_before": before["mean_success"],
             "mean_after": after["mean_success"],
+            "stderr_before": before["mean_stderr"],
+            "stderr_after": after["mean_stderr"],
+            "eval_episodes_per_task": cfg.eval.trials_per_task,
+            "protocol": "greedy" if cfg.eval.greedy else f"sampled T={cfg.eval.temperature}",
             "gap_closed": (after["mean_success"] - before["mean_success"]) / gap if gap > 0 else 0.0,
             "iterations": summary["iterations"],
             "env_steps": summary["env_steps"],
@@ -124,8 +133,8 @@ def main() -> None:
         table.add_row(
             f"[bold]{algo}",
             "[bold]mean",
-            f"{r['mean_before']:.0%}",
-            f"{r['mean_after']:.0%}",
+            percent(r["mean_before"], r["stderr_before"]),
+            percent(r["mean_after"], r["stderr_after"]),
             f"{r['mean_after'] - r['mean_before']:+.0%} (gap closed {r['gap_closed']:.0%}; "
             f"{r['iterations']} it, {r['env_steps']} env steps = {r['sim_steps']} sim steps, "
             f"{r['rl_minutes']:.0f} min RL)",

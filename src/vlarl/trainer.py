@@ -98,6 +98,8 @@ class Trainer:
             raise ValueError(f"algo.score={algo.score!r}; choose 'success', 'max_reward' or 'return'")
         if algo.logprob_granularity not in ("token", "action"):
             raise ValueError(f"algo.logprob_granularity={algo.logprob_granularity!r}; choose 'token' or 'action'")
+        if not 0.0 < algo.update_fraction <= 1.0:
+            raise ValueError(f"algo.update_fraction={algo.update_fraction} must lie in (0, 1]")
         if not 0.0 <= algo.neg_adv_weight <= 1.0:
             raise ValueError(f"algo.neg_adv_weight={algo.neg_adv_weight} must lie in [0, 1]")
         if algo.step_weight not in ("step", "episode"):
@@ -239,9 +241,12 @@ class Trainer:
         if not rows.any():
             return {"update_skipped": 1.0}
         t_idx, b_idx = rows.nonzero(as_tuple=True)
+        rng = np.random.default_rng(self._seed(3))
+        if algo.update_fraction < 1.0:
+            keep = np.sort(rng.permutation(len(t_idx))[: max(1, round(algo.update_fraction * len(t_idx)))])
+            t_idx, b_idx = t_idx[keep], b_idx[keep]
         n = len(t_idx)
         warmup = use_value and self.iteration < algo.critic_warmup
-        rng = np.random.default_rng(self._seed(3))
         sums: dict[str, float] = defaultdict(float)
         count = 0
         policy.train()

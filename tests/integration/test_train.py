@@ -135,6 +135,18 @@ def test_fixed_states_repeat_every_iteration(tmp_path, start_checkpoint):
             Trainer(_cfg(tmp_path, start_checkpoint, f"trainer.fixed_states=[{bad}]"), tmp_path)
 
 
+def test_update_fraction_trains_on_a_uniform_share_of_the_steps(tmp_path, start_checkpoint):
+    trainer = Trainer(_cfg(tmp_path, start_checkpoint, "env.num_envs=2", "algo.update_fraction=0.5"), tmp_path / "f")
+    batch = trainer.collect()
+    trainer.venv.close()
+    full = int(batch.mask.sum())
+    assert trainer.update(batch, *trainer.advantages(batch))["samples"] == round(full / 2)
+    trainer.cfg.algo.update_fraction = 1.0
+    assert trainer.update(batch, *trainer.advantages(batch))["samples"] == full
+    with pytest.raises(ValueError, match="update_fraction"):
+        Trainer(_cfg(tmp_path, start_checkpoint, "algo.update_fraction=0"), tmp_path)
+
+
 def test_kl_penalty_holds_zero_advantage_steps(tmp_path, start_checkpoint):
     extra = ["env.num_envs=4", "algo.name=grpo", "algo.group_size=2", "algo.kl_coef=0.1", "trainer.iterations=1"]
     trainer = Trainer(_cfg(tmp_path, start_checkpoint, *extra), tmp_path / "kl")

@@ -174,6 +174,12 @@ class AlgoConfig:
     kl_coef: float = doc(0.0, "KL penalty to the initial (reference) policy; 0 disables (no reference copy).")
     kl_kind: str = doc("k3", "KL estimator: k1, k2 or k3.")
     epochs: int = doc(1, "Passes over each batch.")
+    update_fraction: float = doc(
+        1.0,
+        "Fraction of a batch's trainable steps the update uses, drawn uniformly each iteration (0-1]: the "
+        "advantage signal lives in the episodes, and neighbouring steps of one episode are near-duplicates, so "
+        "a large batch of episodes can be learnt from at a fraction of the backward passes.",
+    )
     minibatch_size: int = doc(64, "Steps per optimizer step.")
     grad_accum: int = doc(2, "Micro-batches per minibatch (minibatch_size is split).")
     grad_clip: float = doc(1.0, "Gradient-norm clip.")
