@@ -98,6 +98,8 @@ class Trainer:
             raise ValueError(f"algo.score={algo.score!r}; choose 'success', 'max_reward' or 'return'")
         if algo.logprob_granularity not in ("token", "action"):
             raise ValueError(f"algo.logprob_granularity={algo.logprob_granularity!r}; choose 'token' or 'action'")
+        if cfg.trainer.rounds < 1:
+            raise ValueError(f"trainer.rounds={cfg.trainer.rounds} must be >= 1 (collection rounds per iteration)")
         if not 0.0 < algo.update_fraction <= 1.0:
             raise ValueError(f"algo.update_fraction={algo.update_fraction} must lie in (0, 1]")
         if not 0.0 <= algo.neg_adv_weight <= 1.0:
@@ -151,23 +153,25 @@ class Trainer:
 
     # ---- stages -------------------------------------------------------------------------------
     def collect(self) -> Batch:
-        """One episode per env; GRPO groups share task and initial state (dynamic sampling optional).
+        """``trainer.rounds`` x one episode per env; GRPO groups share task and initial state.
 
-        Tasks go in turn, or by the success curriculum, which sees every collected episode.
+        Tasks go in turn, or by the success curriculum, which sees every collected episode. Dynamic sampling
+        collects up to ``ds_max_rounds`` times as many rounds until enough groups are kept.
         """
         cfg, spec = self.cfg, self.venv.spec
         b, tasks = spec.num_envs, spec.tasks
         n = self.group_size
         dynamic = cfg.algo.name == "grpo" and cfg.algo.dynamic_sampling  # ppo's "groups" are single episodes
-        kept, collected, rounds = [], [], cfg.algo.ds_max_rounds if dynamic else 1
+        target = cfg.trainer.rounds * b
+        kept, collected = [], []
         batch = None
-        for r in range(rounds):
+        for r in range(cfg.trainer.rounds * (cfg.algo.ds_max_rounds if dynamic else 1)):
             rng = np.random.default_rng(self._seed(1, r))
             groups = b // n
             group_seed = rng.integers(2**31, size=groups)
             if self.fixed_states:
-                group_task = [self.fixed_states[g % len(self.fixed_states)][0] for g in range(groups)]
-                group_seed = [self.fixed_states[g % len(self.fixed_states)][1] for g in range(groups)]
+                fixed = [self.fixed_states[(r * groups + g) % len(self.fixed_states)] for g in range(groups)]
+                group_task, group_seed = [t for t, _ in fixed], [s for _, s in fixed]
             elif self.curriculum is not None:
                 group_task = self.curriculum.sample(groups, rng)
             else:
@@ -192,7 +196,7 @@ class Trainer:
             else:
                 kept.append(batch)
             collected.append(batch.success)
-            if sum(k.success.numel() for k in kept) >= b:
+            if sum(k.success.numel() for k in kept) >= target:
                 break
         if any(k.success.numel() for k in kept):
             batch = concat_batches(kept)  # else every group was filtered out: train on the last round

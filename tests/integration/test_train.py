@@ -135,6 +135,18 @@ def test_fixed_states_repeat_every_iteration(tmp_path, start_checkpoint):
             Trainer(_cfg(tmp_path, start_checkpoint, f"trainer.fixed_states=[{bad}]"), tmp_path)
 
 
+def test_rounds_collect_several_episodes_per_env(tmp_path, start_checkpoint):
+    extra = ["env.num_envs=4", "algo.name=grpo", "algo.group_size=2", "trainer.rounds=3"]
+    trainer = Trainer(_cfg(tmp_path, start_checkpoint, *extra), tmp_path / "rounds")
+    batch = trainer.collect()
+    trainer.venv.close()
+    assert batch.success.numel() == 12 and batch.stats["episodes"] == 12
+    assert batch.group_id.tolist() == [0, 0, 1, 1, 4, 4, 5, 5, 8, 8, 9, 9]  # round r's groups start at r x envs
+    assert len({batch.image[0, b].tobytes() for b in range(12)}) == 6  # six groups, each its own initial state
+    with pytest.raises(ValueError, match="trainer.rounds"):
+        Trainer(_cfg(tmp_path, start_checkpoint, "trainer.rounds=0"), tmp_path)
+
+
 def test_update_fraction_trains_on_a_uniform_share_of_the_steps(tmp_path, start_checkpoint):
     trainer = Trainer(_cfg(tmp_path, start_checkpoint, "env.num_envs=2", "algo.update_fraction=0.5"), tmp_path / "f")
     batch = trainer.collect()

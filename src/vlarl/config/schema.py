@@ -202,6 +202,11 @@ class TrainerConfig:
     """The RL driver: iterations, evaluation, checkpoints, resume."""
 
     iterations: int = doc(20, "RL iterations (collect, advantages, update).")
+    rounds: int = doc(
+        1,
+        "Collection rounds per iteration, each one episode per env: an update sees rounds x env.num_envs "
+        "episodes (peer-scale batches without holding that many simulators; each holds a GL context).",
+    )
     time_budget_min: float = doc(0.0, "Stop after this many minutes of RL (evaluations excluded); 0: no limit.")
     temperature: float = doc(1.0, "Rollout sampling temperature (eval uses eval.temperature/greedy).")
     curriculum: str = doc(
