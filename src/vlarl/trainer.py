@@ -125,6 +125,8 @@ class Trainer:
             dataclasses.replace(cfg.policy, checkpoint=str(start)), spec.action_dim, spec.proprio_dim
         )
         self.policy.temperature = cfg.trainer.temperature
+        if algo.freeze_vision:
+            self.policy.freeze_vision()
         critic = [] if self.policy.critic is None else list(self.policy.critic.parameters())
         head = [p for p in [*self.policy.value_head.parameters(), *critic] if p.requires_grad]
         body = [p for p in self.policy.parameters() if p.requires_grad and all(p is not h for h in head)]

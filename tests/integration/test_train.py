@@ -147,6 +147,17 @@ def test_rounds_collect_several_episodes_per_env(tmp_path, start_checkpoint):
         Trainer(_cfg(tmp_path, start_checkpoint, "trainer.rounds=0"), tmp_path)
 
 
+def test_freeze_vision_leaves_the_towers_as_they_were(tmp_path, start_checkpoint):
+    trainer = Trainer(_cfg(tmp_path, start_checkpoint, "env.num_envs=2", "algo.freeze_vision=true"), tmp_path / "fv")
+    before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
+    batch = trainer.collect()
+    trainer.venv.close()
+    trainer.update(batch, *trainer.advantages(batch))
+    changed = {k for k, v in trainer.policy.state_dict().items() if not torch.equal(v, before[k])}
+    assert any(k.startswith("model.language_model.") for k in changed)  # the update did train
+    assert not any(k.startswith("model.vision_backbone.") for k in changed)
+
+
 def test_update_fraction_trains_on_a_uniform_share_of_the_steps(tmp_path, start_checkpoint):
     trainer = Trainer(_cfg(tmp_path, start_checkpoint, "env.num_envs=2", "algo.update_fraction=0.5"), tmp_path / "f")
     batch = trainer.collect()

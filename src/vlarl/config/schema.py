@@ -43,11 +43,6 @@ class EnvConfig:
     shadows: bool = doc(False, "Render shadows (about 4x slower on software GL).")
     reflections: bool = doc(False, "Render reflections (about 1.3x slower on software GL).")
     antialias: bool = doc(False, "4x multisample anti-aliasing (about 1.7x slower on software GL).")
-    render_meshes: str = doc(
-        "full",
-        "'full': MetaWorld's meshes; 'simplified': meshes drawn from copies simplified once (cached) for ~Nx "
-        "faster software rendering; physics identical.",
-    )
     goal_marker_size: float = doc(
         0.03, "Radius (m) of the rendered goal marker; 0 keeps MetaWorld's own (often hidden) sites."
     )
@@ -179,6 +174,7 @@ class AlgoConfig:
     kl_coef: float = doc(0.0, "KL penalty to the initial (reference) policy; 0 disables (no reference copy).")
     kl_kind: str = doc("k3", "KL estimator: k1, k2 or k3.")
     epochs: int = doc(1, "Passes over each batch.")
+    freeze_vision: bool = doc(False, "RL leaves the vision towers as SFT left them (no backward through them).")
     update_fraction: float = doc(
         1.0,
         "Fraction of a batch's trainable steps the update uses, drawn uniformly each iteration (0-1]: the "

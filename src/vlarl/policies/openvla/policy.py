@@ -83,6 +83,12 @@ class OpenVLAPolicy(nn.Module):
         if self.action_tokenizer.vocab_size > model.language_model.config.vocab_size:
             raise ValueError("the tokenizer is larger than the language model's vocabulary")
 
+    def freeze_vision(self) -> None:
+        """Stop training the vision towers (here and in a separate critic): the learner skips their backward."""
+        for model in (self.model, self.critic):
+            if model is not None:
+                model.vision_backbone.requires_grad_(False)
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
