@@ -2,16 +2,19 @@
 
 Measures a single in-process env (``num_workers=0``) and ``SubprocVectorEnv`` with 1, 2 and 4 worker
 processes holding 2 envs each, rendering the ``corner`` camera at each image size and once without
-rendering. Each run resets with seed 0, takes a few warm-up steps, then times ``--steps`` vector steps
-(10x as many without rendering, which is much faster); episodes auto-reset every 200 steps, so resets
-are part of the timing. Reported: total env-steps/s (envs x steps / seconds), per env and per worker
-process (the in-process single env counts as one worker). Env b runs MT10 task b % 10, so the single
-env always runs reach-v3. Results are printed and written as JSON (``--out``, by default
-``benchmarks/results/env_throughput.json``).
+rendering. Each rendered configuration runs once per ``env.render_meshes`` mode (``--meshes``, by
+default ``full`` then ``simplified``, back to back); the table gives each rate as a multiple of
+``full``'s in the same configuration ("x full"). Each run resets with seed 0, takes a few warm-up
+steps, then times ``--steps`` vector steps (10x as many without rendering, which is much faster);
+episodes auto-reset every 200 steps, so resets are part of the timing. Reported: total env-steps/s
+(envs x steps / seconds), per env and per worker process (the in-process single env counts as one
+worker). Env b runs MT10 task b % 10, so the single env always runs reach-v3. Results are printed and
+written as JSON (``--out``, by default ``benchmarks/results/env_throughput.json``).
 
-Run from the repository root (the full run takes a few minutes on a 2-core machine):
+Run from the repository root (the full run takes several minutes on a 2-core machine):
 
-    python benchmarks/env_throughput.py [--steps N] [--sizes 64 128 224] [--workers 1 2 4] [--quick]
+    python benchmarks/env_throughput.py [--steps N] [--sizes 64 128 224] [--workers 1 2 4]
+        [--meshes full simplified] [--quick]
 """
 
 from __future__ import annotations
@@ -37,9 +40,10 @@ NO_RENDER_FACTOR = 10
 DEFAULT_STEPS, QUICK_STEPS = 250, 10
 DEFAULT_WARMUP, QUICK_WARMUP = 10, 2
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "env_throughput.json"
+MESHES = ("full", "simplified")
 
 
-def measure(workers: int, num_envs: int, size: int | None, steps: int, warmup: int) -> dict:
+def measure(workers: int, num_envs: int, size: int | None, steps: int, warmup: int, meshes: str = "full") -> dict:
     """Time ``steps`` vector steps of one configuration; ``size=None`` renders nothing."""
     cameras = "[corner]" if size else "[]"
     overrides = [
@@ -47,6 +51,7 @@ def measure(workers: int, num_envs: int, size: int | None, steps: int, warmup: i
         f"env.num_workers={workers}",
         f"env.image_size={size or 64}",
         f"env.cameras={cameras}",
+        f"env.render_meshes={meshes}",
         "env.task_set=MT10",
     ]
     venv = envs.make(load_config("demos", overrides=overrides).env)
@@ -69,6 +74,7 @@ def measure(workers: int, num_envs: int, size: int | None, steps: int, warmup: i
         "envs": num_envs,
         "image_px": size,
         "render": bool(size),
+        "render_meshes": meshes if size else None,
         "steps": steps,
         "seconds": round(seconds, 3),
         "steps_per_s": round(total, 1),
@@ -89,6 +95,13 @@ def main() -> None:
         default=[1, 2, 4],
         help=f"worker counts of the vector env ({ENVS_PER_WORKER} envs per worker)",
     )
+    parser.add_argument(
+        "--meshes",
+        nargs="+",
+        default=list(MESHES),
+        choices=MESHES,
+        help="env.render_meshes modes, run back to back for each rendered configuration (default: both)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="tiny step counts, for a smoke run")
     args = parser.parse_args()
@@ -96,16 +109,21 @@ def main() -> None:
     warmup = QUICK_WARMUP if args.quick else DEFAULT_WARMUP
 
     console = Console()
-    console.width = max(console.width, 110)  # the table needs ~110 columns; pipes default to 80
+    console.width = max(console.width, 130)  # the table needs ~130 columns; pipes default to 80
     load_start = os.getloadavg()
     configs = [(0, 1)] + [(w, w * ENVS_PER_WORKER) for w in args.workers]
     rows = []
     for workers, num_envs in configs:
         for size in [*args.sizes, None]:
             n = steps if size else steps * NO_RENDER_FACTOR
-            row = measure(workers, num_envs, size, n, warmup)
-            console.log(f"workers={workers} envs={num_envs} px={size or '-'}: {row['steps_per_s']} steps/s")
-            rows.append(row)
+            for mode in args.meshes if size else ["full"]:
+                row = measure(workers, num_envs, size, n, warmup, mode)
+                console.log(f"workers={workers} envs={num_envs} px={size or '-'} {mode}: {row['steps_per_s']} steps/s")
+                rows.append(row)
+    full = {(r["workers"], r["image_px"]): r["steps_per_s"] for r in rows if r["render_meshes"] == "full"}
+    for r in rows:
+        base = full.get((r["workers"], r["image_px"])) if r["render"] else None
+        r["x_full"] = round(r["steps_per_s"] / base, 2) if base else None
 
     table = Table(title=f"MetaWorld env throughput ({steps} steps; x{NO_RENDER_FACTOR} without rendering)")
     for col in (
@@ -114,9 +132,11 @@ def main() -> None:
         "envs",
         "image px",
         "render",
+        "meshes",
         "steps/s (total)",
         "steps/s per env",
         "steps/s per worker",
+        "x full",
     ):
         table.add_column(col, justify="left" if col == "mode" else "right")
     for r in rows:
@@ -126,9 +146,11 @@ def main() -> None:
             str(r["envs"]),
             str(r["image_px"] or "-"),
             "yes" if r["render"] else "no",
+            r["render_meshes"] or "-",
             f"{r['steps_per_s']:.1f}",
             f"{r['steps_per_s_per_env']:.1f}",
             f"{r['steps_per_s_per_worker']:.1f}",
+            f"{r['x_full']:.2f}" if r["x_full"] else "-",
         )
     console.print(table)
 
@@ -141,7 +163,7 @@ def main() -> None:
             "mujoco_gl": os.environ.get("MUJOCO_GL"),
             "load_avg_start": load_start,
             "load_avg_end": os.getloadavg(),
-            "packages": {p: metadata.version(p) for p in ("metaworld", "mujoco", "numpy")},
+            "packages": {p: metadata.version(p) for p in ("metaworld", "mujoco", "numpy", "fast-simplification")},
         },
         "params": {
             "steps": steps,
@@ -149,6 +171,7 @@ def main() -> None:
             "warmup": warmup,
             "sizes": args.sizes,
             "workers": args.workers,
+            "render_meshes": args.meshes,
             "envs_per_worker": ENVS_PER_WORKER,
             "task_set": "MT10",
             "camera": "corner",
