@@ -18,10 +18,15 @@ MAX_MEAN_ABS_DIFF = 3.0  # mean |pixel difference| (0-255) at 64 px; measured 0.
 MIN_MEAN_ABS_DIFF = 0.3  # below it the simplified meshes were not drawn (coarser primitives alone: < 0.05)
 
 
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("vlarl-cache")  # the tests but the cache test share one simplification
+
+
 @pytest.fixture(autouse=True)
-def _gl_and_cache(tmp_path, monkeypatch):
+def _gl_and_cache(shared_cache, monkeypatch):
     ensure_gl()  # MetaWorldEnv is built directly here, without a backend (which would do this)
-    monkeypatch.setenv("VLARL_CACHE", str(tmp_path))
+    monkeypatch.setenv("VLARL_CACHE", str(shared_cache))
 
 
 def _episode(mode: str) -> dict:
@@ -61,11 +66,12 @@ def test_physics_identical_images_close():
 
 
 def test_fewer_faces_and_cache_reuse(tmp_path, monkeypatch):
+    monkeypatch.setenv("VLARL_CACHE", str(tmp_path))
     env = MetaWorldEnv(TASK, env_cfg(cameras="[]", tasks=f"[{TASK}]"))
     model = env.env.model
     first = meshes.simplify_meshes(model)
     files = sorted((tmp_path / "meshes").glob("*"))
-    assert first.simplified_now == len(files) > 5 and all(f.suffix == ".npz" for f in files)
+    assert first.simplified_now == len(files) > 5 and all(f.suffix == ".npz" for f in files)  # no partial .tmp
     assert first.faces_after * 4 < first.faces_before
     assert model.nmeshface - first.faces_before + first.faces_after < model.nmeshface / 3  # drawn faces in all
 
