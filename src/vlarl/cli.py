@@ -12,6 +12,7 @@ from rich.console import Console
 from vlarl.config import COMMANDS, ConfigError, describe, load_config
 from vlarl.config.loader import available_presets
 from vlarl.config.run import make_run_dir
+from vlarl.utils.threads import apply_thread_plan
 
 SUMMARIES = {
     "demos": "collect scripted-expert demonstrations into a dataset",
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
         return 0
+    apply_thread_plan("policy", cfg)  # before torch/numpy load: their thread pools read the variables once
     run_dir = make_run_dir(cfg, args.command, args.preset)
     console.print(f"run folder: {run_dir}")
     if args.command == "demos":

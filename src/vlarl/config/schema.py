@@ -24,6 +24,11 @@ class RunConfig:
     name: str = doc("", "Run name; empty means '<command>-<preset>-<timestamp>'.")
     output_dir: str = doc("runs", "Parent folder of run folders; the resolved config is saved in each.")
     seed: int = doc(0, "Global seed (envs, sampling, initialisation).")
+    threads: int = doc(
+        0,
+        "Torch/OpenMP threads of the policy process; 0: the machine's cores minus one per env worker (at least 1). "
+        "Env workers always use 1 (vlarl.utils.threads).",
+    )
     wandb_project: str = doc(
         "", "Also log metrics to this Weights & Biases project (needs vlarl[wandb]); empty: TensorBoard only."
     )

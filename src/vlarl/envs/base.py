@@ -5,6 +5,7 @@ Shapes (B envs, K actions per chunk, A action dims, V cameras, P proprio dims, S
 - ``reset(seed=None, options=None) -> obs``
 - ``step(actions [B, A]) -> obs, reward [B], terminated [B], truncated [B], info``
 - ``step_chunk(actions [B, K, A]) -> obs, reward [B, K], terminated [B, K], truncated [B, K], info``
+- ``rss_mb() -> {"driver": MB, "workers": [MB per worker process]}`` (resident memory)
 
 ``obs`` is a dict: ``image`` uint8 ``[B, V, H, W, 3]`` (upright), ``proprio`` float32 ``[B, P]``,
 ``state`` float32 ``[B, S]`` (privileged simulator state, for scripted experts and critics; a policy
@@ -83,6 +84,8 @@ class VectorEnv(Protocol):
 
     def close(self) -> None: ...
 
+    def rss_mb(self) -> dict[str, Any]: ...
+
 
 class SingleEnv(Protocol):
     """One simulator instance of one task; what a backend implements."""
@@ -116,6 +119,18 @@ class Backend(Protocol):
 
 OBS_KEYS = ("image", "proprio", "state")
 RESET_OPTIONS = ("task", "init_state", "init_seed")
+
+
+def process_rss_mb(pid: int | str = "self") -> float:
+    """Resident memory (MB) of process ``pid`` from ``/proc/<pid>/status``; nan where unreadable (exited, not Linux)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
 
 
 def _trim_heap() -> None:
@@ -259,6 +274,10 @@ class SyncVectorEnv(StepFromChunk):
             **{f"final_{key}": final[key] for key in OBS_KEYS},
         }
         return self._batch(), reward, term, trunc, info
+
+    def rss_mb(self) -> dict[str, Any]:
+        """Resident memory (MB): ``{"driver": this process, "workers": []}`` (the envs live in this process)."""
+        return {"driver": process_rss_mb(), "workers": []}
 
     def close(self) -> None:
         for env in [*self._envs, *(e for idle in self._idle.values() for e in idle)]:

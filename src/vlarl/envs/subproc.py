@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from vlarl.envs.base import OBS_KEYS, EnvSpec, StepFromChunk, SyncVectorEnv
+from vlarl.envs.base import OBS_KEYS, EnvSpec, StepFromChunk, SyncVectorEnv, process_rss_mb
+from vlarl.utils.threads import apply_thread_plan, worker_environ
 
 _SHM_KEYS = OBS_KEYS + tuple(f"final_{k}" for k in OBS_KEYS)
 
@@ -25,6 +26,7 @@ def _views(buffers: dict[str, Any], shapes: dict[str, tuple], dtypes: dict[str, 
 
 
 def _worker(conn, cfg, env_ids, buffers, shapes, dtypes) -> None:
+    apply_thread_plan("env_worker")  # the variables came with the spawn (worker_environ); this covers torch
     from vlarl.envs import make_backend
 
     lo, hi = env_ids[0], env_ids[-1] + 1
@@ -94,7 +96,8 @@ class SubprocVectorEnv(StepFromChunk):
             args=(child, self.cfg, self.slices[w], self._buffers, self._shapes, self._dtypes),
             daemon=True,
         )
-        proc.start()
+        with worker_environ():  # the child's OpenMP/BLAS read their thread variables as they load
+            proc.start()
         child.close()
         self._procs[w], self._conns[w] = proc, parent
 
@@ -172,6 +175,10 @@ class SubprocVectorEnv(StepFromChunk):
         info.update({f"final_{k}": self._shared[f"final_{k}"].copy() for k in OBS_KEYS})
         info["worker_restarted"] = restarted
         return self._obs(), reward, term, trunc, info
+
+    def rss_mb(self) -> dict[str, Any]:
+        """Resident memory (MB): ``{"driver": this process, "workers": [one per worker process]}``."""
+        return {"driver": process_rss_mb(), "workers": [process_rss_mb(proc.pid) for proc in self._procs]}
 
     def close(self) -> None:
         for w, conn in enumerate(self._conns):
