@@ -29,32 +29,63 @@ def _write_video(path: Path, frames: list[np.ndarray], fps: int = 20) -> None:
     imageio.mimwrite(path, frames, fps=fps, macro_block_size=1)
 
 
+class VideoReplay:
+    """Re-renders an evaluation episode at ``video_size`` px by replaying its actions in a one-env copy.
+
+    MetaWorld is deterministic given the initial state and the actions, so the replay is the same episode
+    seen through the same camera at a viewable size; its frames go beside the policy's own input, enlarged.
+    """
+
+    def __init__(self, env_cfg: Any, video_size: int):
+        self.venv = envs.make(dataclasses.replace(env_cfg, num_envs=1, num_workers=0, image_size=video_size))
+        self.size = video_size
+
+    def frames(self, task: str, init_index: int, actions: list[np.ndarray], small: list[np.ndarray]) -> list:
+        """``[T+1]`` frames ``[size, 2 * size, 3]``: the replay at ``size`` px | the policy's input enlarged."""
+        obs = self.venv.reset(options={"task": [task], "init_state": [init_index]})
+        big = [obs["image"][0, 0]]
+        for action in actions:
+            obs, _, term, trunc, info = self.venv.step(action[None])
+            big.append(info["final_image"][0, 0] if term[0] or trunc[0] else obs["image"][0, 0])
+        scale = self.size // small[0].shape[0]
+        return [np.concatenate([b, s.repeat(scale, 0).repeat(scale, 1)], axis=1) for b, s in zip(big, small)]
+
+    def close(self) -> None:
+        self.venv.close()
+
+
 def evaluate_policy(
     policy: Any, env_cfg: Any, eval_cfg: Any, out_dir: str | Path, console: Console | None = None, seed: int = 0
 ) -> dict[str, Any]:
     """Run ``trials_per_task`` episodes per task; write ``report.json`` and videos under ``out_dir``."""
     console = console or Console()
     out_dir = Path(out_dir)
-    venv = envs.make(env_cfg)
-    spec = venv.spec
+    if eval_cfg.video_size % env_cfg.image_size:
+        raise ValueError(
+            f"eval.video_size={eval_cfg.video_size} is not a multiple of env.image_size={env_cfg.image_size}"
+        )
     if eval_cfg.trials_per_task > env_cfg.num_eval_init_states:
         raise ValueError(
             f"eval.trials_per_task={eval_cfg.trials_per_task} exceeds env.num_eval_init_states="
             f"{env_cfg.num_eval_init_states}"
         )
+    venv = envs.make(env_cfg)
+    spec = venv.spec
     jobs = [(task, i) for task in spec.tasks for i in range(eval_cfg.trials_per_task)]
     results: dict[str, list[dict]] = {t: [] for t in spec.tasks}
     generator = torch.Generator(device=policy.device).manual_seed(seed)
     old_temperature, policy.temperature = policy.temperature, eval_cfg.temperature
     policy.eval()
     bar = tqdm(total=len(jobs), desc="eval", unit="ep")
+    replay = None
     try:
         for start in range(0, len(jobs), spec.num_envs):
             wave = jobs[start : start + spec.num_envs]
             padded = wave + [wave[-1]] * (spec.num_envs - len(wave))
             obs = venv.reset(seed=seed, options={"task": [t for t, _ in padded], "init_state": [i for _, i in padded]})
-            record = [i < eval_cfg.videos_per_task for _, i in padded]
+            record = [i < eval_cfg.videos_per_task and bool(obs["image"].shape[1]) for _, i in padded]
             frames: list[list[np.ndarray]] = [[obs["image"][b, 0]] if record[b] else [] for b in range(len(padded))]
+            actions: list[list[np.ndarray]] = [[] for _ in padded]
             done = np.zeros(len(padded), bool)
             done[len(wave) :] = True
             for _ in range(env_cfg.max_episode_steps):
@@ -62,8 +93,9 @@ def evaluate_policy(
                 obs, _, term, trunc, info = venv.step(act.actions)
                 for b in np.flatnonzero(~done):
                     ended = term[b] or trunc[b]
-                    if record[b] and obs["image"].shape[1]:
+                    if record[b]:
                         frames[b].append(info["final_image"][b, 0] if ended else obs["image"][b, 0])
+                        actions[b].append(act.actions[b])
                     if ended:
                         done[b] = True
                         task, idx = padded[b]
@@ -74,14 +106,19 @@ def evaluate_policy(
                                 "length": int(info["episode_length"][b]),
                             }
                         )
-                        if record[b] and frames[b]:
-                            _write_video(out_dir / "videos" / f"{task}_init{idx:03d}.mp4", frames[b])
+                        if record[b]:
+                            if eval_cfg.video_size and replay is None:
+                                replay = VideoReplay(env_cfg, eval_cfg.video_size)
+                            clip = replay.frames(task, idx, actions[b], frames[b]) if replay else frames[b]
+                            _write_video(out_dir / "videos" / f"{task}_init{idx:03d}.mp4", clip)
                         bar.update()
                 if done.all():
                     break
     finally:
         bar.close()
         venv.close()
+        if replay is not None:
+            replay.close()
         policy.temperature = old_temperature
     report = summarize(results)
     report["config"] = {"env": dataclasses.asdict(env_cfg), "eval": dataclasses.asdict(eval_cfg)}

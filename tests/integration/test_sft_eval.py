@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import imageio.v2 as imageio
+import pytest
 from safetensors.torch import load_file
 
 from vlarl.cli import main
@@ -73,6 +76,38 @@ def test_sft_then_eval(tmp_path, capsys):
     videos = sorted(p.name for p in (tmp_path / "ev" / "eval" / "videos").glob("*.mp4"))
     assert videos == ["drawer-close-v3_init000.mp4", "reach-v3_init000.mp4"]
     assert all(p.stat().st_size > 1000 for p in (tmp_path / "ev" / "eval" / "videos").glob("*.mp4"))
+    frames = imageio.mimread(tmp_path / "ev" / "eval" / "videos" / "reach-v3_init000.mp4")
+    episode = next(e for e in report["per_task"]["reach-v3"]["episodes"] if e["init_state"] == 0)
+    assert len(frames) == episode["length"] + 1 and frames[0].shape == (256, 512, 3)  # replay at 256 | input x4
+
+
+def test_video_replay_is_the_evaluated_episode(tmp_path):
+    """At the input's own size the replay renders exactly the frames the episode produced."""
+    import numpy as np
+
+    from vlarl import envs
+    from vlarl.config import load_config
+    from vlarl.evaluate import VideoReplay, evaluate_policy
+
+    cfg = load_config("eval", overrides=[*COMMON, "env.num_envs=1"])
+    venv = envs.make(cfg.env)
+    obs = venv.reset(options={"task": ["reach-v3"], "init_state": [1]})
+    seen, actions = [obs["image"][0, 0]], []
+    rng = np.random.default_rng(0)
+    for _ in range(8):
+        actions.append(rng.uniform(-1, 1, 4).astype(np.float32))
+        obs, *_ = venv.step(actions[-1][None])
+        seen.append(obs["image"][0, 0])
+    venv.close()
+    replay = VideoReplay(cfg.env, 64)
+    frames = np.stack(replay.frames("reach-v3", 1, actions, seen))
+    replay.close()
+    assert frames.shape == (9, 64, 128, 3)
+    assert (frames[:, :, :64] == frames[:, :, 64:]).all()
+    assert (frames[-1] != frames[0]).any()  # the robot moved: equality has teeth
+    bad = dataclasses.replace(cfg.eval, video_size=100, trials_per_task=1)
+    with pytest.raises(ValueError, match="multiple of env.image_size"):
+        evaluate_policy(None, cfg.env, bad, tmp_path)
 
 
 def test_eval_needs_a_checkpoint(capsys):

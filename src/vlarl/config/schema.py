@@ -136,6 +136,11 @@ class EvalConfig:
     greedy: bool = doc(True, "Greedy decoding (argmax); false samples at `temperature`.")
     temperature: float = doc(1.0, "Sampling temperature when not greedy.")
     videos_per_task: int = doc(1, "Episodes per task saved as mp4 (0: none).")
+    video_size: int = doc(
+        256,
+        "Video frame side (px): each saved episode is replayed (deterministic: same initial state and actions) "
+        "and rendered at this size from the same camera, beside the policy's input enlarged; 0: the input only.",
+    )
     output: str = doc("", "Report folder; empty: <run folder>/eval.")
 
 
