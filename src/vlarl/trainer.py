@@ -34,6 +34,7 @@ from vlarl.sft import autocast, run_sft, save_checkpoint
 from vlarl.utils.io import atomic_dir, atomic_write_json
 from vlarl.utils.metrics import MetricLogger
 from vlarl.utils.plot import line_panels
+from vlarl.utils.threads import apply_thread_plan
 
 
 def sft_checkpoint(cfg: TrainCommand, console: Console) -> Path:
@@ -89,6 +90,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainCommand, run_dir: Path, console: Console | None = None):
         self.cfg, self.run_dir, self.console = cfg, Path(run_dir), console or Console()
+        apply_thread_plan("policy", cfg)  # the CLI did it before torch loaded; this covers library callers
         algo = cfg.algo
         if algo.name not in ("ppo", "grpo"):
             raise ValueError(f"unknown algo.name {algo.name!r}; choose 'ppo' or 'grpo'")
@@ -411,6 +413,10 @@ class Trainer:
             for task, rate, weight in zip(self.curriculum.tasks, self.curriculum.rates(), self.curriculum.weights()):
                 row[f"rollout/task_success/{task}"] = float(rate)
                 row[f"rollout/task_weight/{task}"] = float(weight)
+        rss = self.venv.rss_mb()
+        row["perf/rss_driver_mb"] = rss["driver"]
+        if rss["workers"]:
+            row["perf/rss_env_worker_max_mb"] = max(rss["workers"])
         row["perf/env_steps_per_s"] = steps / max(self.timing.get("collect", 1e-9), 1e-9)
         row["perf/samples_per_s"] = steps * self.cfg.algo.epochs / max(self.timing.get("update", 1e-9), 1e-9)
         self.metrics.log(row, self.iteration)

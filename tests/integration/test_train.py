@@ -102,6 +102,7 @@ def test_grpo_groups_share_task_and_start(tmp_path, start_checkpoint):
     batch.success = torch.tensor([True, False, False, False])
     row = trainer.log(batch, {})
     assert row[f"rollout/kept_success/{batch.task[0]}"] == 0.5 and row[f"rollout/kept_success/{batch.task[2]}"] == 0.0
+    assert 100 < row["perf/rss_driver_mb"] < 20_000 and "perf/rss_env_worker_max_mb" not in row  # envs in-process
     adv, ret = trainer.advantages(batch)
     assert adv.shape == batch.value.shape and (adv[~batch.mask] == 0).all()
     before = [p.detach().clone() for p in trainer.policy.parameters()]
@@ -293,6 +294,7 @@ def test_cli_train_end_to_end_from_demos_and_sft(tmp_path, capsys, monkeypatch):
     run = tmp_path / "runs" / "e2e"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["iterations"] == 2 and len(summary["history"]) == 2
+    assert summary["history"][0]["perf/rss_env_worker_max_mb"] > 50  # one env worker process, measured
     assert set(summary["after"]["per_task"]) == {"reach-v3"}
     assert (run / "checkpoints" / "iter_000002" / "policy" / "config.json").is_file()
     assert (run / "checkpoints" / "latest" / "CHECKPOINT").read_text().strip() == "iter_000002"
