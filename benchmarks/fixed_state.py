@@ -94,6 +94,7 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.9)
     parser.add_argument("--patience", type=int, default=3, help="iterations kept after the target is first reached")
     parser.add_argument("--states", nargs="*", default=None, help="skip screening: these 'task@seed' states")
+    parser.add_argument("--minutes", type=float, default=0.0, help="stop each algorithm after this long (0: none)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides key=value")
     args = parser.parse_args()
@@ -106,6 +107,7 @@ def main() -> None:
         states, tried = screen(base, checkpoint, args.groups, args.group_size, tuple(args.band), console)
     console.print(f"fixed states: {states}")
     results = {}
+    payload = {"preset": args.preset, "states": states, "screened": tried, "overrides": args.overrides}
     for algo in args.algos:
         cfg = load_config(
             "train",
@@ -139,20 +141,16 @@ def main() -> None:
                 )
                 if reached is None and row["rollout/success"] >= args.target:
                     reached = it
+                results[algo] = summarize(curve, reached, start)
+                write_result("fixed_state", payload | {"target": args.target, "results": results}, args.out)
                 if reached is not None and it - reached >= args.patience:
+                    break
+                if args.minutes and time.perf_counter() - start > 60 * args.minutes:
+                    console.print(f"{algo}: stopped by --minutes {args.minutes} at iteration {it}")
                     break
         finally:
             trainer.venv.close()
             trainer.metrics.close()
-        results[algo] = {
-            "start_success": curve[0]["success"],
-            "best_success": max(c["success"] for c in curve),
-            "final_success": curve[-1]["success"],
-            "first_iteration_at_target": reached,
-            "iterations": len(curve),
-            "minutes": (time.perf_counter() - start) / 60,
-            "curve": curve,
-        }
     table = Table(title=f"fixed-state proof ({args.preset}; {len(states)} states x {args.group_size} episodes)")
     for col in ("algo", "start", "best", "final", f"first it >= {args.target:.0%}", "iterations", "minutes"):
         table.add_column(col, justify="left" if col == "algo" else "right")
@@ -167,9 +165,21 @@ def main() -> None:
             f"{r['minutes']:.1f}",
         )
     console.print(table)
-    payload = {"preset": args.preset, "states": states, "screened": tried, "overrides": args.overrides}
     path = write_result("fixed_state", payload | {"target": args.target, "results": results}, args.out)
     console.print(f"wrote {path}")
+
+
+def summarize(curve: list[dict], reached: int | None, start: float) -> dict:
+    """One algorithm's result so far (written after every iteration: a stopped run keeps its curve)."""
+    return {
+        "start_success": curve[0]["success"],
+        "best_success": max(c["success"] for c in curve),
+        "final_success": curve[-1]["success"],
+        "first_iteration_at_target": reached,
+        "iterations": len(curve),
+        "minutes": (time.perf_counter() - start) / 60,
+        "curve": curve,
+    }
 
 
 def batch_state_success(row: dict, states: list[str]) -> dict:
