@@ -13,7 +13,7 @@ import pytest
 
 from vlarl.envs.base import EnvSpec
 from vlarl.envs.subproc import SubprocVectorEnv
-from vlarl.utils.threads import apply_thread_plan, env_workers_of, plan_threads, thread_env, worker_environ
+from vlarl.utils.threads import apply_thread_plan, machine_cores, plan_threads, thread_env, worker_environ
 
 
 def _cfg(threads=0, num_workers=2, num_envs=8):
@@ -36,13 +36,6 @@ def test_plan_numbers():
         plan_threads("policy", requested=-1)
 
 
-def test_env_workers_of_a_config():
-    assert env_workers_of(_cfg(num_workers=2)) == 2
-    assert env_workers_of(_cfg(num_workers=4, num_envs=3)) == 3  # no more workers than envs
-    assert env_workers_of(_cfg(num_workers=0)) == 0
-    assert env_workers_of(SimpleNamespace(run=SimpleNamespace(threads=0))) == 0
-
-
 def test_thread_env():
     assert thread_env(3) == {
         "OMP_NUM_THREADS": "3",
@@ -58,6 +51,8 @@ def _apply_in_child(queue) -> None:
 
     out = {"default": torch.get_num_threads()}
     out["worker"] = (apply_thread_plan("env_worker"), torch.get_num_threads(), os.environ["OMP_WAIT_POLICY"])
+    out["serial"] = apply_thread_plan("policy", _cfg(num_workers=2))  # workers wait while the policy runs
+    out["pipelined"] = apply_thread_plan("policy", _cfg(num_workers=2), concurrent_workers=1)
     policy = apply_thread_plan("policy", _cfg(threads=3))
     out["policy"] = (policy, torch.get_num_threads(), os.environ["OMP_NUM_THREADS"], os.environ["MKL_NUM_THREADS"])
     queue.put(out)
@@ -85,6 +80,8 @@ def test_apply_sets_torch_threads_and_variables(monkeypatch):
     assert out["default"] == 2
     assert out["worker"] == (1, 1, "PASSIVE")
     assert out["policy"] == (3, 3, "3", "3")
+    cores = machine_cores()
+    assert out["serial"] == cores and out["pipelined"] == max(1, cores - 1)
 
 
 def test_worker_environ_reaches_a_spawned_process_and_is_restored(monkeypatch):

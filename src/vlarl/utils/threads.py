@@ -4,7 +4,9 @@ A run on C cores (``os.sched_getaffinity``) has one policy process (the driver: 
 and ``env.num_workers`` env-worker processes (MuJoCo stepping and software rendering):
 
 - ``env_worker``: 1 thread;
-- ``policy``: ``run.threads``, or C minus the env workers (at least 1);
+- ``policy``: ``run.threads``, or C minus the env workers that compute while it does (at least 1). The serial
+  drivers step the envs and run the policy in turn (a waiting worker sleeps on its pipe), so there the policy
+  takes every core: on 2 cores with 2 workers an SFT step ran 0.60/s with 1 thread, 1.0/s with 2 PASSIVE threads;
 - both: ``OMP_WAIT_POLICY=PASSIVE``, so an OpenMP thread with no work sleeps instead of spinning on a core.
 
 Why (2-core machine, nothing set): a 256x256 MLP forward/backward loop ran 1,400 steps/s alone with torch's
@@ -66,22 +68,17 @@ def thread_env(threads: int) -> dict[str, str]:
     return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "OMP_WAIT_POLICY": "PASSIVE"}
 
 
-def env_workers_of(cfg: Any) -> int:
-    """Env-worker processes a command config starts next to its policy process (0 without ``cfg.env``)."""
-    env = getattr(cfg, "env", None)
-    return 0 if env is None else max(0, min(env.num_workers, env.num_envs))
-
-
-def apply_thread_plan(role: str, cfg: Any = None) -> int:
+def apply_thread_plan(role: str, cfg: Any = None, concurrent_workers: int = 0) -> int:
     """Set this process's threads for ``role``; returns their number.
 
-    ``cfg``: a command config (``run.threads``, ``env.num_workers``), read for the policy role only.
+    ``cfg``: a command config (``run.threads``), read for the policy role only. ``concurrent_workers``: env
+    workers that compute while the policy does (a pipelined placement); 0 for the serial drivers.
     Sets the variables of ``thread_env`` in ``os.environ`` (see the module docstring for when they act)
     and, when torch is imported already, its intra- and inter-op threads (a torch imported later reads
     ``OMP_NUM_THREADS``).
     """
     requested = getattr(getattr(cfg, "run", None), "threads", 0)
-    threads = plan_threads(role, env_workers_of(cfg) if role == "policy" else 0, requested)
+    threads = plan_threads(role, concurrent_workers if role == "policy" else 0, requested)
     os.environ.update(thread_env(threads))
     if "torch" in sys.modules:
         import torch
