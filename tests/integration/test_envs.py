@@ -222,7 +222,7 @@ def test_task_changes_reuse_idle_simulators(venv):
         np.testing.assert_array_equal(obs["image"], fresh_obs["image"])
         fresh.close()
     assert made == []
-    venv.reset(options={"task": ["push-v3", "push-v3"]})  # a second push: the idle reach stays parked
+    venv.reset(options={"task": ["push-v3", "push-v3"]})  # a second push is built; the idle reach is closed
     assert made == ["push-v3"]
 
 
