@@ -18,3 +18,4 @@ def test_line_panels_draws_each_series_in_its_panel(tmp_path):
     count = lambda pixels, colour: int((pixels == colour).all(1).sum())  # noqa: E731
     assert count(top, COLOURS[0]) > 100 and count(bottom, COLOURS[0]) > 100  # each panel's first series
     assert not list(tmp_path.glob("*.tmp.png"))  # written atomically
+    assert [p.name for p in tmp_path.iterdir()] == ["curve.png"]  # no temporary file left beside it

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from vlarl.utils.io import atomic_write_bytes
 
 COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189))
 
@@ -47,9 +50,7 @@ def line_panels(path: str | Path, x: list[float], panels: dict[str, dict[str, li
             for px, py in pts:
                 draw.ellipse([px - 2, py - 2, px + 2, py + 2], fill=colour)
             draw.text((width - margin - 150, top + 8 + 12 * s), name, fill=colour)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    image.save(tmp)
-    tmp.replace(path)
-    return path
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
