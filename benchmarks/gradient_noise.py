@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
 from vlarl.config import load_config  # noqa: E402
-from vlarl.rollout.collector import concat_batches  # noqa: E402
 from vlarl.trainer import Trainer  # noqa: E402
 
 
@@ -61,12 +60,14 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides key=value")
     args = parser.parse_args()
     console = Console(width=120)
+    num_envs = load_config("train", args.preset, overrides=args.overrides).env.num_envs
     cfg = load_config(
         "train",
         args.preset,
         overrides=[
             *args.overrides,
             f"algo.name={args.algo}",
+            f"trainer.rounds={-(-args.episodes // num_envs)}",  # one collection of >= --episodes episodes
             "run.output_dir=runs/benchmarks",
             "run.name=bench-gnoise",
         ],
@@ -75,15 +76,8 @@ def main() -> None:
     shutil.rmtree(run_dir, ignore_errors=True)
     trainer = Trainer(cfg, run_dir, console)
     start = time.perf_counter()
-    batches = []
-    while sum(b.success.numel() for b in batches) < args.episodes:
-        batches.append(trainer.collect())
-        trainer.iteration += 1  # new groups (tasks, states, sampling seeds) each round
+    batch = trainer.collect()  # group ids are unique across rounds
     trainer.venv.close()
-    batch = concat_batches(batches)
-    batch.group_id = batch.group_id + 1_000_000 * torch.repeat_interleave(
-        torch.arange(len(batches)), torch.tensor([b.success.numel() for b in batches])
-    )  # group ids restart each round
     collect_s = time.perf_counter() - start
     adv, ret = trainer.advantages(batch)
     group_ids = batch.group_id.unique().tolist()
