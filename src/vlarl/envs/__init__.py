@@ -6,26 +6,30 @@ or a ``SubprocVectorEnv`` (envs spread over ``num_workers`` processes, images in
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
 from vlarl.envs.base import EnvSpec, SyncVectorEnv, VectorEnv
 
 
-def _metaworld(cfg: Any):
-    from vlarl.envs.metaworld import MetaWorldBackend
+def _lazy(module: str, name: str) -> Callable[[Any], Any]:
+    """A factory that imports ``vlarl.envs.<module>`` on first call (a backend's extra may be missing)."""
 
-    return MetaWorldBackend(cfg)
+    def make(arg: Any) -> Any:
+        return getattr(importlib.import_module(f"vlarl.envs.{module}"), name)(arg)
 
-
-def _metaworld_expert(task: str):
-    from vlarl.envs.metaworld import MetaWorldExpert
-
-    return MetaWorldExpert(task)
+    return make
 
 
-_BACKENDS: dict[str, Callable[[Any], Any]] = {"metaworld": _metaworld}
-_EXPERTS: dict[str, Callable[[str], Any]] = {"metaworld": _metaworld_expert}
+_BACKENDS: dict[str, Callable[[Any], Any]] = {
+    "metaworld": _lazy("metaworld", "MetaWorldBackend"),
+    "toy": _lazy("toy", "ToyBackend"),
+}
+_EXPERTS: dict[str, Callable[[str], Any]] = {
+    "metaworld": _lazy("metaworld", "MetaWorldExpert"),
+    "toy": _lazy("toy", "ToyExpert"),
+}
 
 
 def register(name: str, backend: Callable[[Any], Any], expert: Callable[[str], Any] | None = None) -> None:

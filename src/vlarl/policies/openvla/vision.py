@@ -56,6 +56,7 @@ VISION_TOWERS: dict[str, VisionTowerSpec] = {
     "vit_large_patch14_reg4_dinov2.lvd142m": VisionTowerSpec("dinov2_reg", 1024, 24, 16, 4096, 14, 224, registers=4),
     "vlarl_tiny_siglip_p8": VisionTowerSpec("siglip", 128, 3, 4, 512, 8, 64),
     "vlarl_tiny_dinov2_p8": VisionTowerSpec("dinov2_reg", 128, 3, 4, 512, 8, 64, registers=4),
+    "vlarl_micro_siglip_p16": VisionTowerSpec("siglip", 64, 2, 2, 256, 16, 64),
 }
 
 
