@@ -259,30 +259,40 @@ class Trainer:
         count = 0
         policy.train()
         micro = max(1, algo.minibatch_size // algo.grad_accum)
-        for _ in range(algo.epochs):
-            order = rng.permutation(n)
-            for start in range(0, n, algo.minibatch_size):
-                mb = order[start : start + algo.minibatch_size]
-                for m0 in range(0, len(mb), micro):
-                    rows = torch.as_tensor(mb[m0 : m0 + micro])
-                    t, bb = t_idx[rows], b_idx[rows]
-                    metrics = self.backward(batch, adv, ret, t, bb, len(rows) / len(mb), warmup, use_value)
-                    for k, v in metrics.items():
-                        sums[k] += v * len(rows)
-                    count += len(rows)
-                if warmup:  # critic warm-up trains the value head (and a separate critic) only
-                    for p in self.optimizer.param_groups[0]["params"]:
-                        p.grad = None
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    [p for g in self.optimizer.param_groups for p in g["params"]], algo.grad_clip
-                )
-                self.optimizer.step()
-                if not warmup:  # the policy's lr warm-up starts with its first update
-                    self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                sums["grad_norm"] += float(grad_norm) * len(mb)
+        steps = [
+            order[s : s + algo.minibatch_size]
+            for order in (rng.permutation(n) for _ in range(algo.epochs))
+            for s in range(0, n, algo.minibatch_size)
+        ]
+        taken = 0
+        for mb in steps:
+            kl = 0.0
+            for m0 in range(0, len(mb), micro):
+                rows = torch.as_tensor(mb[m0 : m0 + micro])
+                t, bb = t_idx[rows], b_idx[rows]
+                metrics = self.backward(batch, adv, ret, t, bb, len(rows) / len(mb), warmup, use_value)
+                for k, v in metrics.items():
+                    sums[k] += v * len(rows)
+                count += len(rows)
+                kl += metrics.get("policy/approx_kl", 0.0) * len(rows) / len(mb)
+            if algo.target_kl and not warmup and kl > algo.target_kl:
+                self.optimizer.zero_grad(set_to_none=True)  # this minibatch's step would leave the trust region
+                break
+            taken += 1
+            if warmup:  # critic warm-up trains the value head (and a separate critic) only
+                for p in self.optimizer.param_groups[0]["params"]:
+                    p.grad = None
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                [p for g in self.optimizer.param_groups for p in g["params"]], algo.grad_clip
+            )
+            self.optimizer.step()
+            if not warmup:  # the policy's lr warm-up starts with its first update
+                self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            sums["grad_norm"] += float(grad_norm) * len(mb)
         policy.eval()
-        return {k: v / max(count, 1) for k, v in sums.items()} | {"update_skipped": 0.0, "samples": n}
+        means = {k: v / max(count, 1) for k, v in sums.items()}
+        return means | {"update_skipped": 0.0, "samples": n, "steps_taken": taken / len(steps)}
 
     def backward(self, batch, adv, ret, t, b, scale: float, warmup: bool, use_value: bool) -> dict[str, float]:
         """Accumulate ``scale`` x the loss gradient of steps ``(t[i], b[i])`` into ``.grad``; returns its metrics."""

@@ -77,9 +77,7 @@ def test_init_seed_repeats_a_start_and_eval_states_are_fixed():
     b = venv.reset(options={"init_seed": [6, 6]})
     assert not np.array_equal(a["image"][0], b["image"][0])
     again = envs.make_backend(_cfg("env.tasks=[reach-red]", "env.task_set=custom"))
-    np.testing.assert_array_equal(
-        again.eval_init_states("reach-red"), venv.backend.eval_init_states("reach-red")
-    )
+    np.testing.assert_array_equal(again.eval_init_states("reach-red"), venv.backend.eval_init_states("reach-red"))
 
 
 def test_dense_reward_is_minus_the_distance_to_the_named_disc():
