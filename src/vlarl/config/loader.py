@@ -115,7 +115,56 @@ def load_config(
             key = getattr(e, "full_key", None) or "?"
             reason = str(e).splitlines()[0]
             raise ConfigError(f"{source}: bad value for {key}: {reason}") from None
-    return OmegaConf.to_object(merged)
+    cfg = OmegaConf.to_object(merged)
+    validate(cfg)
+    return cfg
+
+
+_BOUND_TEXT = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+_BOUND_OK = {"ge": float.__ge__, "gt": float.__gt__, "le": float.__le__, "lt": float.__lt__}
+
+
+def _field_problems(cfg: Any, prefix: str = "") -> list[str]:
+    """``key=value: what is valid`` for every field of ``cfg`` (recursively) outside its declared choices/bounds."""
+    problems = []
+    for f in dataclasses.fields(cfg):
+        value, key = getattr(cfg, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            problems += _field_problems(value, f"{key}.")
+            continue
+        choices, rule, bounds = f.metadata.get("choices"), f.metadata.get("rule"), f.metadata.get("bounds", {})
+        if choices is not None and value not in choices:
+            problems.append(f"{key}={value!r}: choose one of {', '.join(repr(c) for c in choices)}")
+        if rule is not None and not rule[0](value):
+            problems.append(f"{key}={value!r}: must be {rule[1]}")
+        limits = {k: v for k, v in bounds.items() if v is not None}
+        if limits and not all(_BOUND_OK[k](float(value), float(v)) for k, v in limits.items()):
+            valid = " and ".join(f"{_BOUND_TEXT[k]} {v:g}" for k, v in limits.items())
+            problems.append(f"{key}={value!r}: must be {valid}")
+    return problems
+
+
+def _cross_problems(cfg: Any) -> list[str]:
+    """Constraints between sections of one command's config."""
+    problems = []
+    algo, env, ev = (getattr(cfg, name, None) for name in ("algo", "env", "eval"))
+    if algo is not None and algo.name == "grpo" and env.num_envs % algo.group_size:
+        problems.append(f"env.num_envs={env.num_envs}: must be a multiple of algo.group_size={algo.group_size} (grpo)")
+    if algo is not None and algo.ds_low > algo.ds_high:
+        problems.append(f"algo.ds_low={algo.ds_low}: must be <= algo.ds_high={algo.ds_high}")
+    if ev is not None and env is not None and ev.trials_per_task > env.num_eval_init_states:
+        problems.append(
+            f"eval.trials_per_task={ev.trials_per_task}: must be <= env.num_eval_init_states={env.num_eval_init_states}"
+        )
+    return problems
+
+
+def validate(cfg: Any) -> None:
+    """Raise ConfigError listing every field outside its choices or range, and every broken cross-constraint."""
+    problems = _field_problems(cfg)
+    problems += [] if problems else _cross_problems(cfg)  # cross checks assume each field is valid on its own
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
 
 
 def save_config(cfg: Any, path: str | Path) -> None:

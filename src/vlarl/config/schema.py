@@ -6,15 +6,28 @@ OmegaConf turns these dataclasses into structured configs, which check keys and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 
-def doc(default: Any, help: str) -> Any:
-    """A dataclass field with a default (lists/dicts are copied per instance) and its help text."""
+def doc(
+    default: Any,
+    help: str,
+    choices: tuple | None = None,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    rule: tuple[Callable[[Any], bool], str] | None = None,
+) -> Any:
+    """A dataclass field with a default (lists/dicts are copied per instance), its help text and what values
+    are valid: ``choices``, bounds (``ge`` >=, ``gt`` >, ``le`` <=, ``lt`` <) or a ``rule`` (predicate, what it
+    accepts in words). ``config.loader.validate`` checks them at load."""
+    meta = {"help": help, "choices": choices, "rule": rule, "bounds": {"ge": ge, "gt": gt, "le": le, "lt": lt}}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -28,6 +41,7 @@ class RunConfig:
         0,
         "Torch/OpenMP threads of the policy process; 0: the machine's cores minus one per env worker (at least 1). "
         "Env workers always use 1 (vlarl.utils.threads).",
+        ge=0,
     )
     wandb_project: str = doc(
         "", "Also log metrics to this Weights & Biases project (needs vlarl[wandb]); empty: TensorBoard only."
@@ -41,10 +55,10 @@ class EnvConfig:
     backend: str = doc("metaworld", "Simulator backend name (see `vlarl.envs.available()`).")
     task_set: str = doc("MT10", "Task set: 'MT1' (one task, given in `tasks`), 'MT10', 'MT50' or 'custom'.")
     tasks: list[str] = doc([], "Task names; required for MT1/custom, a subset filter otherwise.")
-    num_envs: int = doc(10, "Number of parallel envs B; env b runs task b % len(tasks).")
-    num_workers: int = doc(1, "Worker processes; 0 runs the envs in this process (no subprocess).")
+    num_envs: int = doc(10, "Number of parallel envs B; env b runs task b % len(tasks).", ge=1)
+    num_workers: int = doc(1, "Worker processes; 0 runs the envs in this process (no subprocess).", ge=0)
     cameras: list[str] = doc(["corner"], "Camera names rendered into obs['image'] (V views); [] renders nothing.")
-    image_size: int = doc(128, "Square image side in pixels (16-512; 64-224 typical).")
+    image_size: int = doc(128, "Square image side in pixels (16-512; 64-224 typical).", ge=16, le=512)
     shadows: bool = doc(False, "Render shadows (about 4x slower on software GL).")
     reflections: bool = doc(False, "Render reflections (about 1.3x slower on software GL).")
     antialias: bool = doc(False, "4x multisample anti-aliasing (about 1.7x slower on software GL).")
@@ -52,21 +66,27 @@ class EnvConfig:
         "full",
         "'full': MetaWorld's meshes; 'simplified': meshes drawn from copies simplified once (cached) for ~2.5x "
         "faster software rendering; physics identical.",
+        choices=("full", "simplified"),
     )
     goal_marker_size: float = doc(
-        0.03, "Radius (m) of the rendered goal marker; 0 keeps MetaWorld's own (often hidden) sites."
+        0.03, "Radius (m) of the rendered goal marker; 0 keeps MetaWorld's own (often hidden) sites.", ge=0
     )
     max_episode_steps: int = doc(
-        200, "Env steps before an episode is truncated (each is `action_repeat` simulator steps)."
+        200, "Env steps before an episode is truncated (each is `action_repeat` simulator steps).", ge=1
     )
     action_repeat: int = doc(
         1,
         "Simulator steps per env step: the action is held, rewards are summed, only the last frame is rendered, "
         "and a success ends the repeat. Fewer decisions per episode: 4x fewer policy calls and renders at 4.",
+        ge=1,
     )
     terminate_on_success: bool = doc(True, "End the episode (terminated=True) on the first success.")
-    reward: str = doc("sparse", "'sparse': 1 on the success step, else 0; 'dense': the simulator's shaped reward.")
-    num_eval_init_states: int = doc(50, "Size of the fixed, seeded evaluation initial-state set per task.")
+    reward: str = doc(
+        "sparse",
+        "'sparse': 1 on the success step, else 0; 'dense': the simulator's shaped reward.",
+        choices=("sparse", "dense"),
+    )
+    num_eval_init_states: int = doc(50, "Size of the fixed, seeded evaluation initial-state set per task.", ge=1)
     eval_seed: int = doc(1234, "Seed of the evaluation initial-state sets (disjoint from training draws).")
 
 
@@ -74,9 +94,9 @@ class EnvConfig:
 class DemosConfig:
     """Scripted-expert demonstration collection."""
 
-    episodes_per_task: int = doc(20, "Episodes attempted per task.")
-    action_noise: float = doc(0.0, "Std of Gaussian noise added to expert actions (then clipped to [-1, 1]).")
-    keep: str = doc("success", "Which episodes to write: 'success' or 'all'.")
+    episodes_per_task: int = doc(20, "Episodes attempted per task.", ge=1)
+    action_noise: float = doc(0.0, "Std of Gaussian noise added to expert actions (then clipped to [-1, 1]).", ge=0)
+    keep: str = doc("success", "Which episodes to write: 'success' or 'all'.", choices=("success", "all"))
     output: str = doc("", "Dataset folder; empty means 'data/demos/<preset>'.")
     overwrite: bool = doc(False, "Recollect even when a dataset with the same config exists.")
 
@@ -91,22 +111,36 @@ class PolicyConfig:
     unnorm_key: str = doc("", "Key of the checkpoint's norm_stats to un-normalise actions with; empty: the only one.")
     use_proprio: bool = doc(False, "Feed proprio as one projected token after the image patches.")
     prompt: str = doc("In: What action should the robot take to {instruction}?\nOut:", "Prompt template.")
-    temperature: float = doc(1.0, "Sampling temperature over the 256 action tokens (rollouts).")
-    top_k: int = doc(0, "Sample among the k most likely action tokens; 0 disables.")
-    top_p: float = doc(1.0, "Nucleus sampling mass; 1 disables.")
+    temperature: float = doc(1.0, "Sampling temperature over the 256 action tokens (rollouts).", gt=0)
+    top_k: int = doc(0, "Sample among the k most likely action tokens; 0 disables.", ge=0)
+    top_p: float = doc(1.0, "Nucleus sampling mass; 1 disables.", gt=0, le=1)
     value_position: str = doc(
-        "last_prompt", "Hidden state the value head reads: 'last_prompt', 'first_action' or 'mean' (of the prefix)."
+        "last_prompt",
+        "Hidden state the value head reads: 'last_prompt', 'first_action' or 'mean' (of the prefix).",
+        choices=("last_prompt", "first_action", "mean"),
     )
-    critic: str = doc("shared", "'shared': value head on the policy's backbone; 'separate': on a copy of the VLA.")
-    lora_rank: int = doc(0, "LoRA rank on the language model; 0 trains all weights (full fine-tuning).")
-    lora_alpha: int = doc(16, "LoRA alpha.")
+    critic: str = doc(
+        "shared",
+        "'shared': value head on the policy's backbone; 'separate': on a copy of the VLA.",
+        choices=("shared", "separate"),
+    )
+    lora_rank: int = doc(0, "LoRA rank on the language model; 0 trains all weights (full fine-tuning).", ge=0)
+    lora_alpha: int = doc(16, "LoRA alpha.", gt=0)
     lora_targets: list[str] = doc(
         ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], "LoRA target modules."
     )
     train_projector: bool = doc(True, "With LoRA: also train the vision-to-language projector.")
     train_vision: bool = doc(False, "With LoRA: also train the vision towers.")
-    device: str = doc("auto", "'auto' (cuda if available), 'cpu' or 'cuda[:n]'.")
-    precision: str = doc("auto", "'auto' (bf16 autocast on GPUs that support it, else fp32), 'fp32' or 'bf16'.")
+    device: str = doc(
+        "auto",
+        "'auto' (cuda if available), 'cpu' or 'cuda[:n]'.",
+        rule=(lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"), "auto, cpu, cuda or cuda:<n>"),
+    )
+    precision: str = doc(
+        "auto",
+        "'auto' (bf16 autocast on GPUs that support it, else fp32), 'fp32' or 'bf16'.",
+        choices=("auto", "fp32", "bf16"),
+    )
 
 
 @dataclass
@@ -114,16 +148,16 @@ class SFTConfig:
     """Supervised warm-up on a demonstrations dataset."""
 
     dataset: str = doc("", "Demos dataset folder; empty: collect (or reuse) the preset's demos first.")
-    steps: int = doc(2000, "Optimizer steps.")
-    batch_size: int = doc(32, "Frames per optimizer step.")
-    grad_accum: int = doc(1, "Micro-batches accumulated per optimizer step (batch_size is split).")
-    lr: float = doc(3e-4, "Peak learning rate (AdamW).")
-    weight_decay: float = doc(0.01, "AdamW weight decay.")
-    warmup_steps: int = doc(100, "Linear warm-up steps before the cosine decay.")
-    min_lr_ratio: float = doc(0.1, "Final learning rate as a fraction of `lr`.")
-    grad_clip: float = doc(1.0, "Gradient-norm clip; 0 disables.")
-    log_every: int = doc(20, "Steps between TensorBoard/progress updates.")
-    save_every: int = doc(500, "Steps between checkpoints (the last one is always written).")
+    steps: int = doc(2000, "Optimizer steps.", ge=1)
+    batch_size: int = doc(32, "Frames per optimizer step.", ge=1)
+    grad_accum: int = doc(1, "Micro-batches accumulated per optimizer step (batch_size is split).", ge=1)
+    lr: float = doc(3e-4, "Peak learning rate (AdamW).", gt=0)
+    weight_decay: float = doc(0.01, "AdamW weight decay.", ge=0)
+    warmup_steps: int = doc(100, "Linear warm-up steps before the cosine decay.", ge=0)
+    min_lr_ratio: float = doc(0.1, "Final learning rate as a fraction of `lr`.", ge=0, le=1)
+    grad_clip: float = doc(1.0, "Gradient-norm clip; 0 disables.", ge=0)
+    log_every: int = doc(20, "Steps between TensorBoard/progress updates.", ge=1)
+    save_every: int = doc(500, "Steps between checkpoints (the last one is always written).", ge=1)
     eval_at_end: bool = doc(True, "Evaluate in the simulator when training ends.")
 
 
@@ -132,14 +166,15 @@ class EvalConfig:
     """Evaluation on the fixed initial states of each task."""
 
     checkpoint: str = doc("", "Policy checkpoint folder (OpenVLA layout, as written by sft/train).")
-    trials_per_task: int = doc(10, "Episodes per task, on the first N fixed evaluation initial states.")
+    trials_per_task: int = doc(10, "Episodes per task, on the first N fixed evaluation initial states.", ge=1)
     greedy: bool = doc(True, "Greedy decoding (argmax); false samples at `temperature`.")
-    temperature: float = doc(1.0, "Sampling temperature when not greedy.")
-    videos_per_task: int = doc(1, "Episodes per task saved as mp4 (0: none).")
+    temperature: float = doc(1.0, "Sampling temperature when not greedy.", gt=0)
+    videos_per_task: int = doc(1, "Episodes per task saved as mp4 (0: none).", ge=0)
     video_size: int = doc(
         256,
         "Video frame side (px): each saved episode is replayed (deterministic: same initial state and actions) "
         "and rendered at this size from the same camera, beside the policy's input enlarged; 0: the input only.",
+        ge=0,
     )
     output: str = doc("", "Report folder; empty: <run folder>/eval.")
 
@@ -148,13 +183,20 @@ class EvalConfig:
 class AlgoConfig:
     """RL algorithm: advantages, losses and optimisation (see vlarl.algorithms)."""
 
-    name: str = doc("ppo", "'ppo' (GAE with the value head) or 'grpo' (group-normalised episode success).")
-    advantage: str = doc("", "Advantage estimator; empty: 'gae' for ppo, 'grpo' for grpo (also 'rloo').")
+    name: str = doc(
+        "ppo", "'ppo' (GAE with the value head) or 'grpo' (group-normalised episode success).", choices=("ppo", "grpo")
+    )
+    advantage: str = doc(
+        "",
+        "Advantage estimator; empty: 'gae' for ppo, 'grpo' for grpo (also 'rloo').",
+        choices=("", "gae", "grpo", "rloo", "reinforce_pp"),
+    )
     score: str = doc(
         "success",
         "Episode score of grpo/rloo: 'success'; 'return' (discounted return sum gamma^t r_t: under sparse reward "
         "gamma^(steps to success), so faster successes rank higher); or 'max_reward' (best step reward; with "
         "env.reward=dense, how close the episode came to success).",
+        choices=("success", "return", "max_reward"),
     )
     group_std: bool = doc(
         True,
@@ -165,35 +207,49 @@ class AlgoConfig:
         1.0,
         "Scale of negative advantages: 1 keeps the estimator's; 0 reinforces only better-than-baseline steps "
         "(self-imitation learning); in between weighs failures less than successes.",
+        ge=0,
+        le=1,
     )
-    gamma: float = doc(0.99, "Discount.")
-    lam: float = doc(0.95, "GAE lambda.")
-    group_size: int = doc(8, "GRPO: episodes per group (same task and initial state); divides env.num_envs.")
+    gamma: float = doc(0.99, "Discount.", ge=0, le=1)
+    lam: float = doc(0.95, "GAE lambda.", ge=0, le=1)
+    group_size: int = doc(8, "GRPO: episodes per group (same task and initial state); divides env.num_envs.", ge=1)
     norm_adv: bool = doc(True, "Whiten advantages over the batch (ppo).")
-    logprob_granularity: str = doc("action", "'token': one ratio per action token; 'action': sum over the A tokens.")
-    clip_low: float = doc(0.2, "PPO clip below (ratio >= 1 - clip_low).")
-    clip_high: float = doc(0.28, "PPO clip above (ratio <= 1 + clip_high; clip-higher).")
-    clip_c: float = doc(0.0, "Dual-clip constant for negative advantages (> 1); 0 disables.")
-    agg: str = doc("token-mean", "Loss aggregation: token-mean, seq-mean-token-sum, seq-mean-token-mean.")
+    logprob_granularity: str = doc(
+        "action", "'token': one ratio per action token; 'action': sum over the A tokens.", choices=("token", "action")
+    )
+    clip_low: float = doc(0.2, "PPO clip below (ratio >= 1 - clip_low).", gt=0, lt=1)
+    clip_high: float = doc(0.28, "PPO clip above (ratio <= 1 + clip_high; clip-higher).", gt=0)
+    clip_c: float = doc(
+        0.0,
+        "Dual-clip constant for negative advantages (> 1); 0 disables.",
+        rule=(lambda v: v == 0 or v > 1, "0 (off) or > 1"),
+    )
+    agg: str = doc(
+        "token-mean",
+        "Loss aggregation: token-mean, seq-mean-token-sum, seq-mean-token-mean.",
+        choices=("token-mean", "seq-mean-token-sum", "seq-mean-token-mean"),
+    )
     step_weight: str = doc(
         "step",
         "Weight of a step in the loss: 'step' (every step alike, so long episodes weigh more) or 'episode' "
         "(advantages scaled by mean length / episode length: every episode weighs alike, and a GRPO group's "
         "advantage-weighted step count sums to zero).",
+        choices=("step", "episode"),
     )
-    vf_coef: float = doc(0.5, "Value-loss weight.")
-    vf_clip: float = doc(0.0, "Value clipping range around the old values; 0 disables.")
-    value_loss: str = doc("huber", "'squared' or 'huber'.")
-    huber_delta: float = doc(1.0, "Huber delta.")
-    ent_coef: float = doc(0.0, "Entropy bonus weight.")
-    kl_coef: float = doc(0.0, "KL penalty to the initial (reference) policy; 0 disables (no reference copy).")
-    kl_kind: str = doc("k3", "KL estimator: k1, k2 or k3.")
-    epochs: int = doc(1, "Passes over each batch.")
+    vf_coef: float = doc(0.5, "Value-loss weight.", ge=0)
+    vf_clip: float = doc(0.0, "Value clipping range around the old values; 0 disables.", ge=0)
+    value_loss: str = doc("huber", "'squared' or 'huber'.", choices=("squared", "huber"))
+    huber_delta: float = doc(1.0, "Huber delta.", gt=0)
+    ent_coef: float = doc(0.0, "Entropy bonus weight.", ge=0)
+    kl_coef: float = doc(0.0, "KL penalty to the initial (reference) policy; 0 disables (no reference copy).", ge=0)
+    kl_kind: str = doc("k3", "KL estimator: k1, k2 or k3.", choices=("k1", "k2", "k3"))
+    epochs: int = doc(1, "Passes over each batch.", ge=1)
     target_kl: float = doc(
         0.0,
         "Stop an update at the first minibatch whose approx-KL to the rollout policy exceeds this (its step is "
-        "not taken; `train/steps_taken` logs the share taken); 0 disables. Guards multi-epoch updates: toy "
-        "fixed-state PPO at 4 epochs fell 0.89 -> 0.47 after one update at approx-KL 0.41.",
+        "not taken; `train/steps_taken` logs the share taken); 0 disables (CleanRL's early stop). At 0.1 it did "
+        "not keep toy fixed-state PPO (4 epochs) from collapsing (RESULTS.md).",
+        ge=0,
     )
     freeze_vision: bool = doc(False, "RL leaves the vision towers as SFT left them (no backward through them).")
     update_fraction: float = doc(
@@ -201,45 +257,57 @@ class AlgoConfig:
         "Fraction of a batch's trainable steps the update uses, drawn uniformly each iteration (0-1]: the "
         "advantage signal lives in the episodes, and neighbouring steps of one episode are near-duplicates, so "
         "a large batch of episodes can be learnt from at a fraction of the backward passes.",
+        gt=0,
+        le=1,
     )
-    minibatch_size: int = doc(64, "Steps per optimizer step.")
-    grad_accum: int = doc(2, "Micro-batches per minibatch (minibatch_size is split).")
-    grad_clip: float = doc(1.0, "Gradient-norm clip.")
-    lr: float = doc(5e-5, "Policy learning rate (AdamW).")
-    value_lr: float = doc(1e-3, "Value-head learning rate.")
+    minibatch_size: int = doc(64, "Steps per optimizer step.", ge=1)
+    grad_accum: int = doc(2, "Micro-batches per minibatch (minibatch_size is split).", ge=1)
+    grad_clip: float = doc(1.0, "Gradient-norm clip.", gt=0)
+    lr: float = doc(5e-5, "Policy learning rate (AdamW).", gt=0)
+    value_lr: float = doc(1e-3, "Value-head learning rate.", gt=0)
     lr_warmup_steps: int = doc(
         0,
         "Policy optimizer steps of linear learning-rate warm-up (a fresh Adam's first steps move every weight by "
         "~lr); critic warm-up steps do not count, the value head never warms up.",
+        ge=0,
     )
-    critic_warmup: int = doc(0, "First N iterations train only the value head (VLA-RL); ppo only, grpo has none.")
+    critic_warmup: int = doc(0, "First N iterations train only the value head (VLA-RL); ppo only, grpo has none.", ge=0)
     dynamic_sampling: bool = doc(False, "GRPO: keep only groups whose success rate is in [ds_low, ds_high].")
-    ds_low: float = doc(0.1, "Dynamic sampling: lowest kept group success rate.")
-    ds_high: float = doc(0.9, "Dynamic sampling: highest kept group success rate.")
-    ds_max_rounds: int = doc(3, "Dynamic sampling: collection rounds per iteration at most.")
+    ds_low: float = doc(0.1, "Dynamic sampling: lowest kept group success rate.", ge=0, le=1)
+    ds_high: float = doc(0.9, "Dynamic sampling: highest kept group success rate.", ge=0, le=1)
+    ds_max_rounds: int = doc(3, "Dynamic sampling: collection rounds per iteration at most.", ge=1)
 
 
 @dataclass
 class TrainerConfig:
     """The RL driver: iterations, evaluation, checkpoints, resume."""
 
-    iterations: int = doc(20, "RL iterations (collect, advantages, update).")
+    iterations: int = doc(20, "RL iterations (collect, advantages, update).", ge=0)
     rounds: int = doc(
         1,
         "Collection rounds per iteration, each one episode per env: an update sees rounds x env.num_envs "
         "episodes (peer-scale batches without holding that many simulators; each holds a GL context).",
+        ge=1,
     )
-    time_budget_min: float = doc(0.0, "Stop after this many minutes of RL (evaluations excluded); 0: no limit.")
-    temperature: float = doc(1.0, "Rollout sampling temperature (eval uses eval.temperature/greedy).")
+    time_budget_min: float = doc(0.0, "Stop after this many minutes of RL (evaluations excluded); 0: no limit.", ge=0)
+    temperature: float = doc(1.0, "Rollout sampling temperature (eval uses eval.temperature/greedy).", gt=0)
     curriculum: str = doc(
-        "none", "'none': tasks in turn; 'success': sample tasks by recent rollout success (envs/curriculum.py)."
+        "none",
+        "'none': tasks in turn; 'success': sample tasks by recent rollout success (envs/curriculum.py).",
+        choices=("none", "success"),
     )
-    curriculum_window: int = doc(20, "Curriculum: rollouts per task remembered.")
-    curriculum_floor: float = doc(0.05, "Curriculum: least weight of a task (solved or hopeless ones stay in the mix).")
-    eval_every: int = doc(0, "Iterations between evaluations; 0: only before and after training.")
-    save_every: int = doc(5, "Iterations between checkpoints (the last is always written).")
+    curriculum_window: int = doc(20, "Curriculum: rollouts per task remembered.", ge=1)
+    curriculum_floor: float = doc(
+        0.05, "Curriculum: least weight of a task (solved or hopeless ones stay in the mix).", ge=0, le=1
+    )
+    eval_every: int = doc(0, "Iterations between evaluations; 0: only before and after training.", ge=0)
+    save_every: int = doc(5, "Iterations between checkpoints (the last is always written).", ge=1)
     resume: str = doc("", "Checkpoint folder (<run>/checkpoints/...) to resume from; 'auto': the run's latest.")
-    init: str = doc("sft", "Starting policy: 'sft' (run or reuse `vlarl sft` on the demos), or 'checkpoint'.")
+    init: str = doc(
+        "sft",
+        "Starting policy: 'sft' (run or reuse `vlarl sft` on the demos), or 'checkpoint'.",
+        choices=("sft", "checkpoint"),
+    )
     fixed_states: list[str] = doc(
         [],
         "Train on these (task, initial state) groups, 'task@seed' each (e.g. 'reach-v3@17'), the same every "
