@@ -92,27 +92,9 @@ class Trainer:
         self.cfg, self.run_dir, self.console = cfg, Path(run_dir), console or Console()
         apply_thread_plan("policy", cfg)  # the CLI did it before torch loaded; this covers library callers
         algo = cfg.algo
-        if algo.name not in ("ppo", "grpo"):
-            raise ValueError(f"unknown algo.name {algo.name!r}; choose 'ppo' or 'grpo'")
         self.advantage = algo.advantage or ("gae" if algo.name == "ppo" else "grpo")
         algorithms.get_advantage(self.advantage)  # unknown names list the registered ones
-        if algo.score not in ("success", "max_reward", "return"):
-            raise ValueError(f"algo.score={algo.score!r}; choose 'success', 'max_reward' or 'return'")
-        if algo.logprob_granularity not in ("token", "action"):
-            raise ValueError(f"algo.logprob_granularity={algo.logprob_granularity!r}; choose 'token' or 'action'")
-        if cfg.trainer.rounds < 1:
-            raise ValueError(f"trainer.rounds={cfg.trainer.rounds} must be >= 1 (collection rounds per iteration)")
-        if not 0.0 < algo.update_fraction <= 1.0:
-            raise ValueError(f"algo.update_fraction={algo.update_fraction} must lie in (0, 1]")
-        if not 0.0 <= algo.neg_adv_weight <= 1.0:
-            raise ValueError(f"algo.neg_adv_weight={algo.neg_adv_weight} must lie in [0, 1]")
-        if algo.step_weight not in ("step", "episode"):
-            raise ValueError(f"algo.step_weight={algo.step_weight!r}; choose 'step' or 'episode'")
-        if cfg.trainer.curriculum not in ("none", "success"):
-            raise ValueError(f"trainer.curriculum={cfg.trainer.curriculum!r}; choose 'none' or 'success'")
         self.group_size = algo.group_size if algo.name == "grpo" else 1  # ppo: every episode on its own
-        if algo.name == "grpo" and cfg.env.num_envs % algo.group_size:
-            raise ValueError(f"env.num_envs={cfg.env.num_envs} is not a multiple of algo.group_size={algo.group_size}")
         start = start_checkpoint(cfg, self.console)
         self.venv = envs.make(cfg.env)
         spec = self.venv.spec

@@ -252,7 +252,7 @@ def test_grpo_max_reward_score_ranks_episodes_by_their_best_step(tmp_path, start
 def test_bad_algo_settings_fail_clearly(tmp_path, start_checkpoint):
     with pytest.raises(ValueError, match="multiple of algo.group_size"):
         Trainer(_cfg(tmp_path, start_checkpoint, "env.num_envs=3", "algo.name=grpo", "algo.group_size=2"), tmp_path)
-    with pytest.raises(ValueError, match="registered"):
+    with pytest.raises(ValueError, match="algo.advantage='nope': choose one of"):
         Trainer(_cfg(tmp_path, start_checkpoint, "algo.advantage=nope"), tmp_path)
     with pytest.raises(ValueError, match="algo.score"):
         Trainer(_cfg(tmp_path, start_checkpoint, "algo.score=reward"), tmp_path)
