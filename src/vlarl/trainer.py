@@ -342,12 +342,16 @@ class Trainer:
 
     # ---- checkpoints --------------------------------------------------------------------------
     def save(self) -> Path:
-        """``checkpoints/iter_N`` (and ``latest``): exported policy + exact training state (optimizer, lr schedule)."""
+        """``checkpoints/iter_N`` (and ``latest``): the exported policy (every weight, once), the optimizer, lr
+        schedule, RNG and progress; with LoRA also the trained adapters and heads (the export merges adapters)."""
         path = self.run_dir / "checkpoints" / f"iter_{self.iteration:06d}"
         with atomic_dir(path) as tmp:
             save_checkpoint(self.policy, self.cfg, tmp / "policy")
-            state = {k: v.detach().cpu().contiguous() for k, v in self.policy.state_dict().items()}
-            save_file(state, tmp / "train_state.safetensors")
+            if self.cfg.policy.lora_rank > 0:  # the export merges the adapters: keep them (and the heads) as trained
+                trainable = {k: v for k, v in self.policy.named_parameters() if v.requires_grad}
+                save_file(
+                    {k: v.detach().cpu().contiguous() for k, v in trainable.items()}, tmp / "adapters.safetensors"
+                )
             torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
             torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
             save_file({"torch_rng": torch.get_rng_state()}, tmp / "rng.safetensors")
@@ -364,7 +368,17 @@ class Trainer:
         path = resolve_checkpoint(path)
         if not (path / "trainer.json").is_file():
             raise FileNotFoundError(f"{path} is not a vlarl training checkpoint (no trainer.json)")
-        self.policy.load_state_dict(load_file(path / "train_state.safetensors"))
+        if self.cfg.policy.lora_rank > 0:  # base weights as at the start (frozen), adapters and heads as trained
+            trained = load_file(path / "adapters.safetensors")
+            missing = {k for k, v in self.policy.named_parameters() if v.requires_grad} - set(trained)
+            if missing:
+                raise ValueError(f"{path}/adapters.safetensors lacks trainable tensors: {sorted(missing)[:5]}")
+            self.policy.load_state_dict(trained, strict=False)
+        else:  # full fine-tuning: the exported policy holds every weight, bit-exact (fp32 safetensors)
+            exported = make_policy(
+                dataclasses.replace(self.cfg.policy, checkpoint=str(path / "policy")), self.policy.action_dim
+            )
+            self.policy.load_state_dict(exported.state_dict())
         self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
         self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
         torch.set_rng_state(load_file(path / "rng.safetensors")["torch_rng"])

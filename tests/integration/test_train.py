@@ -325,3 +325,23 @@ def test_critic_warmup_changes_only_the_value_head(tmp_path, start_checkpoint):
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(algo.lr * (trainer.scheduler.last_epoch + 1) / 50)
     assert trainer.scheduler.last_epoch > 0
     trainer.venv.close()
+
+
+@pytest.mark.parametrize("lora_rank", [0, 2])
+def test_checkpoint_stores_the_weights_once_and_restores_them_exactly(tmp_path, start_checkpoint, lora_rank):
+    cfg = _cfg(tmp_path, start_checkpoint, "env.num_envs=2", f"policy.lora_rank={lora_rank}")
+    trainer = Trainer(cfg, tmp_path / "run")
+    batch = trainer.collect()
+    trainer.venv.close()
+    trainer.update(batch, *trainer.advantages(batch))
+    path = trainer.save()
+    export = sum(f.stat().st_size for f in (path / "policy").glob("*.safetensors"))
+    rest = sum(f.stat().st_size for f in path.glob("*.safetensors"))
+    assert rest < 0.1 * export, f"{rest} bytes of weights beside a {export}-byte export"  # adapters and rng only
+    fresh = Trainer(cfg, tmp_path / "fresh")
+    fresh.venv.close()
+    trained = trainer.policy.state_dict()
+    assert any(not torch.equal(v, fresh.policy.state_dict()[k]) for k, v in trained.items())  # the update moved it
+    fresh.load(path)
+    for k, v in trained.items():
+        assert torch.equal(v, fresh.policy.state_dict()[k]), k
