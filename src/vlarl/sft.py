@@ -40,9 +40,14 @@ def lr_lambda(warmup: int, total: int, min_ratio: float):
     return f
 
 
+def uses_bf16(device: torch.device, precision: str) -> bool:
+    """Whether ``precision`` means bf16 autocast on ``device``: asked for, or ``auto`` on a CUDA device with bf16."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+
+
 def autocast(device: torch.device, precision: str):
-    """bf16 autocast on CUDA devices that support it (``auto``), or when asked; else nothing."""
-    use = precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+    """bf16 autocast where ``uses_bf16``; else nothing."""
+    use = uses_bf16(device, precision)
     return torch.autocast(device.type, dtype=torch.bfloat16) if use else contextlib.nullcontext()
 
 

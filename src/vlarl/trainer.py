@@ -30,7 +30,7 @@ from vlarl.envs.curriculum import SuccessCurriculum
 from vlarl.evaluate import evaluate_policy, percent
 from vlarl.policies import make_policy
 from vlarl.rollout.collector import Batch, collect_episodes, concat_batches
-from vlarl.sft import autocast, run_sft, save_checkpoint
+from vlarl.sft import autocast, run_sft, save_checkpoint, uses_bf16
 from vlarl.utils.io import atomic_dir, atomic_write_json
 from vlarl.utils.metrics import MetricLogger
 from vlarl.utils.plot import line_panels
@@ -236,11 +236,13 @@ class Trainer:
             keep = np.sort(rng.permutation(len(t_idx))[: max(1, round(algo.update_fraction * len(t_idx)))])
             t_idx, b_idx = t_idx[keep], b_idx[keep]
         n = len(t_idx)
+        micro = max(1, algo.minibatch_size // algo.grad_accum)
+        if uses_bf16(policy.device, self.cfg.policy.precision):
+            batch = dataclasses.replace(batch, logprob=self.learner_logprob(batch, t_idx, b_idx, micro))
         warmup = use_value and self.iteration < algo.critic_warmup
         sums: dict[str, float] = defaultdict(float)
         count = 0
         policy.train()
-        micro = max(1, algo.minibatch_size // algo.grad_accum)
         steps = [
             order[s : s + algo.minibatch_size]
             for order in (rng.permutation(n) for _ in range(algo.epochs))
@@ -275,6 +277,22 @@ class Trainer:
         policy.eval()
         means = {k: v / max(count, 1) for k, v in sums.items()}
         return means | {"update_skipped": 0.0, "samples": n, "steps_taken": taken / len(steps)}
+
+    @torch.no_grad()
+    def learner_logprob(self, batch: Batch, t_idx: torch.Tensor, b_idx: torch.Tensor, chunk: int) -> torch.Tensor:
+        """``batch.logprob`` with steps ``(t_idx, b_idx)`` re-scored by the learner's own pass (bf16 autocast).
+
+        Rollouts decode token by token in fp32; under bf16 the learner's one-pass scores differ (CPU: mean 0.004,
+        max 0.055 nats per token), which would read as a policy change before any update. As veRL does, the
+        update's old log-probs are the learner's, so every ratio starts at 1.
+        """
+        logprob = batch.logprob.clone()
+        for i in range(0, len(t_idx), chunk):
+            t, b = t_idx[i : i + chunk], b_idx[i : i + chunk]
+            with autocast(self.policy.device, self.cfg.policy.precision):
+                inputs = self.policy.prepare(batch.observation(t, b))
+                logprob[t, b] = self.policy.evaluate(inputs, batch.tokens[t, b].to(self.policy.device))[0].float().cpu()
+        return logprob
 
     def backward(self, batch, adv, ret, t, b, scale: float, warmup: bool, use_value: bool) -> dict[str, float]:
         """Accumulate ``scale`` x the loss gradient of steps ``(t[i], b[i])`` into ``.grad``; returns its metrics."""

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from rich.console import Console
 
+from tests.toy.conftest import toy_train_config
 from vlarl.config import load_config
-from vlarl.envs import toy
-from vlarl.policies.openvla.checkpoint import save_pretrained
-from vlarl.policies.openvla.factory import build_policy
 from vlarl.sft import run_sft
 from vlarl.trainer import Trainer
 
@@ -56,27 +53,10 @@ def test_rl_drives_success_up_on_fixed_states(tmp_path, sft_policy, algo):
     assert entropy[-5:].mean() < entropy[:3].mean() + 0.5  # it sharpens on what worked instead of spreading
 
 
-@pytest.fixture(scope="module")
-def fresh_policy(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("fresh") / "policy"
-    save_pretrained(build_policy("micro", toy.ACTION_DIM, instructions=list(toy.INSTRUCTIONS.values())), path)
-    return path
-
-
 @pytest.mark.parametrize("target_kl", [0.0, 1e-9])
 def test_target_kl_stops_the_update_before_the_step_that_leaves_the_trust_region(tmp_path, fresh_policy, target_kl):
     overrides = ["algo.name=ppo", "algo.critic_warmup=0", "algo.epochs=3", "algo.minibatch_size=16", "env.num_envs=8"]
-    cfg = load_config(
-        "train",
-        "toy_micro",
-        overrides=[
-            *overrides,
-            f"algo.target_kl={target_kl}",
-            "trainer.init=checkpoint",
-            f"policy.checkpoint={fresh_policy}",
-        ],
-    )
+    cfg = toy_train_config(fresh_policy, *overrides, f"algo.target_kl={target_kl}")
     trainer = Trainer(cfg, tmp_path / "run")
     row = trainer.step()
     minibatches = cfg.algo.epochs * -(-row["train/samples"] // cfg.algo.minibatch_size)

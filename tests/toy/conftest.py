@@ -1,0 +1,27 @@
+"""Fixtures of the toy-env trainer tests (no simulator extra needed)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vlarl.config import load_config
+from vlarl.envs import toy
+from vlarl.policies.openvla.checkpoint import save_pretrained
+from vlarl.policies.openvla.factory import build_policy
+
+
+@pytest.fixture(scope="session")
+def fresh_policy(tmp_path_factory):
+    """A randomly initialised micro policy for the toy tasks, saved in the OpenVLA layout."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("fresh") / "policy"
+    save_pretrained(build_policy("micro", toy.ACTION_DIM, instructions=list(toy.INSTRUCTIONS.values())), path)
+    return path
+
+
+def toy_train_config(start, *overrides):
+    """The toy_micro preset's train config starting from checkpoint ``start``."""
+    return load_config(
+        "train", "toy_micro", overrides=["trainer.init=checkpoint", f"policy.checkpoint={start}", *overrides]
+    )
