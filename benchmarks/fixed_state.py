@@ -37,6 +37,7 @@ from common import write_result  # noqa: E402
 from vlarl import envs  # noqa: E402
 from vlarl.config import load_config  # noqa: E402
 from vlarl.policies import make_policy  # noqa: E402
+from vlarl.policies.base import Sampling  # noqa: E402
 from vlarl.rollout.collector import collect_episodes  # noqa: E402
 from vlarl.trainer import Trainer, start_checkpoint  # noqa: E402
 
@@ -47,7 +48,7 @@ def screen(cfg, checkpoint: Path, groups: int, group_size: int, band: tuple[floa
     venv = envs.make(env_cfg)
     spec = venv.spec
     policy = make_policy(dataclasses.replace(cfg.policy, checkpoint=str(checkpoint)), spec.action_dim, spec.proprio_dim)
-    policy.temperature = cfg.trainer.temperature
+    sampling = Sampling(cfg.trainer.temperature, cfg.policy.top_k, cfg.policy.top_p)
     per_call = spec.num_envs // group_size
     rng = np.random.default_rng([cfg.run.seed, 777])  # training-style draws, disjoint from the eval states
     kept, tried, wanted_per_task = [], [], -(-groups // len(spec.tasks))
@@ -68,6 +69,7 @@ def screen(cfg, checkpoint: Path, groups: int, group_size: int, band: tuple[floa
                 list(range(spec.num_envs)),
                 seed=call,
                 max_steps=env_cfg.max_episode_steps,
+                sampling=sampling,
             )
             rates = batch.success.float().reshape(per_call, group_size).mean(1).tolist()
             for (task, seed), rate in zip(states, rates):

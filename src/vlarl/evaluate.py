@@ -19,6 +19,7 @@ from rich.table import Table
 from tqdm import tqdm
 
 from vlarl import envs
+from vlarl.policies.base import Sampling
 from vlarl.utils.io import atomic_write_json
 
 
@@ -74,7 +75,7 @@ def evaluate_policy(
     jobs = [(task, i) for task in spec.tasks for i in range(eval_cfg.trials_per_task)]
     results: dict[str, list[dict]] = {t: [] for t in spec.tasks}
     generator = torch.Generator(device=policy.device).manual_seed(seed)
-    old_temperature, policy.temperature = policy.temperature, eval_cfg.temperature
+    sampling = Sampling(temperature=eval_cfg.temperature, greedy=eval_cfg.greedy)
     policy.eval()
     bar = tqdm(total=len(jobs), desc="eval", unit="ep")
     replay = None
@@ -89,7 +90,7 @@ def evaluate_policy(
             done = np.zeros(len(padded), bool)
             done[len(wave) :] = True
             for _ in range(env_cfg.max_episode_steps):
-                act = policy.act(obs, greedy=eval_cfg.greedy, generator=generator)
+                act = policy.act(obs, sampling, generator)
                 obs, _, term, trunc, info = venv.step(act.actions)
                 for b in np.flatnonzero(~done):
                     ended = term[b] or trunc[b]
@@ -119,7 +120,6 @@ def evaluate_policy(
         venv.close()
         if replay is not None:
             replay.close()
-        policy.temperature = old_temperature
     report = summarize(results)
     report["config"] = {"env": dataclasses.asdict(env_cfg), "eval": dataclasses.asdict(eval_cfg)}
     atomic_write_json(out_dir / "report.json", report)

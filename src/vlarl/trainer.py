@@ -29,6 +29,7 @@ from vlarl.config.schema import SFTCommand, TrainCommand
 from vlarl.envs.curriculum import SuccessCurriculum
 from vlarl.evaluate import evaluate_policy, percent
 from vlarl.policies import make_policy
+from vlarl.policies.base import Sampling
 from vlarl.rollout.collector import Batch, collect_episodes, concat_batches
 from vlarl.sft import autocast, run_sft, save_checkpoint, uses_bf16
 from vlarl.utils.io import atomic_dir, atomic_write_json
@@ -108,7 +109,7 @@ class Trainer:
         self.policy = make_policy(
             dataclasses.replace(cfg.policy, checkpoint=str(start)), spec.action_dim, spec.proprio_dim
         )
-        self.policy.temperature = cfg.trainer.temperature
+        self.sampling = Sampling(cfg.trainer.temperature, cfg.policy.top_k, cfg.policy.top_p)
         if algo.freeze_vision:
             self.policy.freeze_vision()
         critic = [] if self.policy.critic is None else list(self.policy.critic.parameters())
@@ -172,6 +173,7 @@ class Trainer:
                 [r * b + i // n for i in range(b)],
                 seed=self._seed(2, r),
                 max_steps=cfg.env.max_episode_steps,
+                sampling=self.sampling,
             )
             if self.curriculum is not None:
                 self.curriculum.update(env_task, batch.success.tolist())
@@ -291,7 +293,8 @@ class Trainer:
             t, b = t_idx[i : i + chunk], b_idx[i : i + chunk]
             with autocast(self.policy.device, self.cfg.policy.precision):
                 inputs = self.policy.prepare(batch.observation(t, b))
-                logprob[t, b] = self.policy.evaluate(inputs, batch.tokens[t, b].to(self.policy.device))[0].float().cpu()
+                tokens = batch.tokens[t, b].to(self.policy.device)
+                logprob[t, b] = self.policy.evaluate(inputs, tokens, self.sampling.temperature)[0].float().cpu()
         return logprob
 
     def backward(self, batch, adv, ret, t, b, scale: float, warmup: bool, use_value: bool) -> dict[str, float]:
@@ -313,7 +316,7 @@ class Trainer:
 
     def _loss(self, inputs, tokens, old_logp, adv, old_value, ret, warmup: bool, use_value: bool):
         algo, dev = self.cfg.algo, self.policy.device
-        logp, entropy, value = self.policy.evaluate(inputs, tokens)
+        logp, entropy, value = self.policy.evaluate(inputs, tokens, self.sampling.temperature)
         old_logp, adv, old_value, ret = (x.to(dev) for x in (old_logp, adv, old_value, ret))
         if algo.logprob_granularity == "action":
             logp, old_logp = logp.sum(-1, keepdim=True), old_logp.sum(-1, keepdim=True)
@@ -350,7 +353,7 @@ class Trainer:
             metrics |= {f"value/{k}": v for k, v in vm.items()} | {"value/loss": vl.item()}
         if self.reference is not None:
             with torch.no_grad():
-                ref_logp = self.reference.evaluate(inputs, tokens)[0]
+                ref_logp = self.reference.evaluate(inputs, tokens, self.sampling.temperature)[0]
             if algo.logprob_granularity == "action":
                 ref_logp = ref_logp.sum(-1, keepdim=True)
             kl = algorithms.aggregate(algorithms.kl_penalty(logp, ref_logp, algo.kl_kind), mask, algo.agg)

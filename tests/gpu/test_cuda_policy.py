@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from vlarl.policies.base import GREEDY
 from vlarl.policies.openvla.factory import build_policy
 from vlarl.sft import autocast
 
@@ -24,10 +25,10 @@ def test_cuda_rollout_matches_learner_and_cpu():
     gpu = build_policy("tiny", 4).eval()
     gpu.load_state_dict(cpu.state_dict())
     gpu.cuda()
-    out = gpu.act(_obs(), greedy=True)
+    out = gpu.act(_obs(), GREEDY)
     logp, _, value = gpu.evaluate(out.inputs, out.tokens)
     torch.testing.assert_close(logp, out.logprob, atol=1e-4, rtol=0)
-    ref = cpu.act(_obs(), greedy=True)
+    ref = cpu.act(_obs(), GREEDY)
     assert torch.equal(ref.tokens, out.tokens.cpu())
     torch.testing.assert_close(value.cpu(), ref.value, atol=1e-3, rtol=0)
 

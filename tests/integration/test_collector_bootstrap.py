@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from vlarl.envs.metaworld import MetaWorldExpert
+from vlarl.policies.base import GREEDY, SAMPLE
 from vlarl.policies.openvla.checkpoint import save_pretrained
 from vlarl.policies.openvla.factory import build_policy
 from vlarl.rollout.collector import collect_episodes
@@ -30,8 +31,8 @@ class ExpertOnEnv0:
         self.policy, self.expert = policy, MetaWorldExpert("reach-v3")
         self.device = policy.device
 
-    def act(self, obs, greedy=False, generator=None):
-        out = self.policy.act(obs, greedy=greedy, generator=generator)
+    def act(self, obs, sampling=SAMPLE, generator=None):
+        out = self.policy.act(obs, sampling, generator)
         if "state" not in obs:  # a bootstrap value call on final observations: only the value is read
             return out
         actions = np.zeros_like(out.actions)
@@ -89,7 +90,7 @@ def trainer(tmp_path_factory):
 
 def _final_value(policy, final, instruction):
     obs = {"image": final["image"][None], "proprio": final["proprio"][None], "instruction": [instruction]}
-    return policy.act(obs, greedy=True).value.item()
+    return policy.act(obs, GREEDY).value.item()
 
 
 def _hand_gae(reward, value, next_value_at_end, terminated_at_end):

@@ -89,7 +89,7 @@ def test_video_replay_is_the_evaluated_episode(tmp_path):
     from vlarl.config import load_config
     from vlarl.evaluate import VideoReplay, evaluate_policy
 
-    cfg = load_config("eval", overrides=[*COMMON, "env.num_envs=1"])
+    cfg = load_config("eval", overrides=[*COMMON, "env.num_envs=1", "eval.trials_per_task=1"])
     venv = envs.make(cfg.env)
     obs = venv.reset(options={"task": ["reach-v3"], "init_state": [1]})
     seen, actions = [obs["image"][0, 0]], []

@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from vlarl.policies.base import GREEDY
 from vlarl.policies.openvla.checkpoint import load_pretrained, save_pretrained
 from vlarl.policies.openvla.factory import build_policy
 from vlarl.policies.openvla.vision import VISION_TOWERS
@@ -123,7 +124,7 @@ def test_timm_tensors_reproduce_the_towers(saved):
 def test_reload_reproduces_logits(saved):
     policy, path = saved
     loaded = load_pretrained(path).eval()
-    out = policy.act(_obs(), greedy=True)
+    out = policy.act(_obs(), GREEDY)
     a = policy.forward_tokens(out.inputs, out.tokens)[0]
     b = loaded.forward_tokens(out.inputs, out.tokens)[0]
     torch.testing.assert_close(a, b, atol=1e-6, rtol=0)

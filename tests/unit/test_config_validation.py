@@ -57,7 +57,7 @@ BAD = [
     ("demos", "env.max_episode_steps=0", "env.max_episode_steps=0", ">= 1"),
     ("sft", "sft.steps=0", "sft.steps=0", ">= 1"),
     ("sft", "sft.min_lr_ratio=2", "sft.min_lr_ratio=2.0", ">= 0 and <= 1"),
-    ("sft", "policy.temperature=-1", "policy.temperature=-1.0", "> 0"),
+    ("eval", "eval.temperature=-1", "eval.temperature=-1.0", "> 0"),
     ("sft", "policy.top_p=0", "policy.top_p=0.0", "> 0 and <= 1"),
     ("sft", "policy.precision=fp16", "policy.precision='fp16'", "'auto', 'fp32', 'bf16'"),
     ("sft", "policy.value_position=cls", "policy.value_position='cls'", "'last_prompt', 'first_action', 'mean'"),

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from vlarl.policies.base import GREEDY, Sampling
 from vlarl.policies.openvla.factory import build_policy
 from vlarl.policies.openvla.lora import apply_lora, merged_copy
 from vlarl.sft import lr_lambda
@@ -24,9 +25,10 @@ def _obs(b=3, seed=0, proprio=False):
 @pytest.mark.parametrize("value_position", ["last_prompt", "first_action", "mean"])
 def test_rollout_and_learner_logprobs_agree(arch, value_position):
     torch.manual_seed(0)
-    policy = build_policy(arch, 4, value_position=value_position, temperature=1.3, proprio_dim=4).eval()
-    out = policy.act(_obs(proprio=True), generator=torch.Generator().manual_seed(1))
-    logp, entropy, value = policy.evaluate(out.inputs, out.tokens)
+    policy = build_policy(arch, 4, value_position=value_position, proprio_dim=4).eval()
+    out = policy.act(_obs(proprio=True), Sampling(temperature=1.3), torch.Generator().manual_seed(1))
+    logp, entropy, value = policy.evaluate(out.inputs, out.tokens, temperature=1.3)
+    assert not torch.allclose(policy.evaluate(out.inputs, out.tokens)[0], out.logprob)  # T=1 scores differ
     torch.testing.assert_close(logp, out.logprob, atol=1e-5, rtol=0)
     torch.testing.assert_close(value, out.value, atol=1e-5, rtol=0)
     assert logp.shape == entropy.shape == (3, 4) and value.shape == (3,)
@@ -36,32 +38,32 @@ def test_rollout_and_learner_logprobs_agree(arch, value_position):
 
 def test_sampling_only_emits_action_ids_and_greedy_is_argmax():
     torch.manual_seed(0)
-    policy = build_policy("tiny", 7, top_k=5).eval()
+    policy = build_policy("tiny", 7).eval()
     first = policy.action_tokenizer.first_id
-    out = policy.act(_obs(), generator=torch.Generator().manual_seed(0))
+    out = policy.act(_obs(), Sampling(top_k=5), torch.Generator().manual_seed(0))
     assert out.tokens.min() >= first and out.tokens.max() < first + 256
-    greedy = policy.act(_obs(), greedy=True)
+    greedy = policy.act(_obs(), GREEDY)
     logp, _, _ = policy.evaluate(greedy.inputs, greedy.tokens)
     logits = policy.forward_tokens(greedy.inputs, greedy.tokens)[0][..., first : first + 256]
     assert torch.equal(greedy.tokens - first, logits.argmax(-1))
-    assert torch.equal(policy.act(_obs(), greedy=True).tokens, greedy.tokens)
+    assert torch.equal(policy.act(_obs(), GREEDY).tokens, greedy.tokens)
 
 
 def test_top_k_restricts_the_sampled_set():
     torch.manual_seed(0)
-    policy = build_policy("tiny", 2, top_k=1).eval()
-    sampled = policy.act(_obs(), generator=torch.Generator().manual_seed(3)).tokens
-    assert torch.equal(sampled, policy.act(_obs(), greedy=True).tokens)  # top-1 sampling is greedy
+    policy = build_policy("tiny", 2).eval()
+    sampled = policy.act(_obs(), Sampling(top_k=1), torch.Generator().manual_seed(3)).tokens
+    assert torch.equal(sampled, policy.act(_obs(), GREEDY).tokens)  # top-1 sampling is greedy
 
 
 def test_left_padding_does_not_change_results():
     torch.manual_seed(0)
     policy = build_policy("tiny", 4).eval()
     obs = _obs()
-    batch = policy.act(obs, greedy=True)
+    batch = policy.act(obs, GREEDY)
     for i in range(3):
         single = {k: v[i : i + 1] for k, v in obs.items()}
-        one = policy.act(single, greedy=True)
+        one = policy.act(single, GREEDY)
         assert torch.equal(one.tokens[0], batch.tokens[i])
         torch.testing.assert_close(one.logprob[0], batch.logprob[i], atol=1e-5, rtol=0)
 
@@ -118,7 +120,7 @@ def test_lr_schedule_hand_values():
 
 
 def test_unknown_arch_and_value_position():
-    with pytest.raises(ValueError, match="archs: tiny, tiny-fused, openvla-7b"):
+    with pytest.raises(ValueError, match="archs: tiny, tiny-fused, micro, openvla-7b"):
         build_policy("huge", 4)
     with pytest.raises(ValueError, match="value_position"):
         build_policy("tiny", 4, value_position="cls")

@@ -111,9 +111,10 @@ class PolicyConfig:
     unnorm_key: str = doc("", "Key of the checkpoint's norm_stats to un-normalise actions with; empty: the only one.")
     use_proprio: bool = doc(False, "Feed proprio as one projected token after the image patches.")
     prompt: str = doc("In: What action should the robot take to {instruction}?\nOut:", "Prompt template.")
-    temperature: float = doc(1.0, "Sampling temperature over the 256 action tokens (rollouts).", gt=0)
-    top_k: int = doc(0, "Sample among the k most likely action tokens; 0 disables.", ge=0)
-    top_p: float = doc(1.0, "Nucleus sampling mass; 1 disables.", gt=0, le=1)
+    top_k: int = doc(
+        0, "Rollouts sample among the k most likely action tokens; 0 disables (at trainer.temperature).", ge=0
+    )
+    top_p: float = doc(1.0, "Rollouts sample within this nucleus mass; 1 disables.", gt=0, le=1)
     value_position: str = doc(
         "last_prompt",
         "Hidden state the value head reads: 'last_prompt', 'first_action' or 'mean' (of the prefix).",

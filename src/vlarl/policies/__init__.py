@@ -28,7 +28,7 @@ def make_policy(
     from vlarl.policies.openvla.factory import build_policy
     from vlarl.policies.openvla.lora import apply_lora
 
-    kwargs = dict(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, critic=cfg.critic)
+    kwargs = dict(critic=cfg.critic)
     if cfg.checkpoint:
         policy = load_pretrained(cfg.checkpoint, unnorm_key=cfg.unnorm_key, **kwargs)
         if policy.action_dim != action_dim:

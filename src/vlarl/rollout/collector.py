@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vlarl.policies.base import GREEDY, SAMPLE, Sampling, VLAPolicy
+
 _STEP_FIELDS = ("tokens", "logprob", "value", "next_value", "reward", "terminated", "truncated", "mask")
 
 
@@ -68,9 +70,16 @@ class Batch:
 
 
 def collect_episodes(
-    policy: Any, venv: Any, tasks: list[str], init_seeds: list[int], group_id: list[int], seed: int, max_steps: int
+    policy: VLAPolicy,
+    venv: Any,
+    tasks: list[str],
+    init_seeds: list[int],
+    group_id: list[int],
+    seed: int,
+    max_steps: int,
+    sampling: Sampling = SAMPLE,
 ) -> Batch:
-    """Run one episode per env (``tasks``/``init_seeds`` per env) with ``policy.act`` sampling."""
+    """Run one episode per env (``tasks``/``init_seeds`` per env), actions drawn by ``policy.act`` with ``sampling``."""
     b = venv.spec.num_envs
     generator = torch.Generator(device=policy.device).manual_seed(seed)
     obs = venv.reset(seed=seed, options={"task": list(tasks), "init_seed": list(init_seeds)})
@@ -94,7 +103,7 @@ def collect_episodes(
     success = np.zeros(b, bool)
     length = np.zeros(b, np.int64)
     for _ in range(max_steps):
-        out = policy.act(obs, generator=generator)
+        out = policy.act(obs, sampling, generator)
         steps["image"].append(obs["image"])
         steps["proprio"].append(obs["proprio"])
         obs, reward, term, trunc, info = venv.step(out.actions)
@@ -157,7 +166,7 @@ def _values(policy: Any, obs: dict[str, Any], rows: np.ndarray) -> torch.Tensor:
         "proprio": obs["proprio"][rows],
         "instruction": [t for t, r in zip(obs["instruction"], rows) if r],
     }
-    return policy.act(sub, greedy=True).value.float().cpu()
+    return policy.act(sub, GREEDY).value.float().cpu()
 
 
 def concat_batches(batches: list[Batch]) -> Batch:

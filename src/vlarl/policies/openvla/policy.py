@@ -9,13 +9,13 @@ so with equal weights ``act`` and ``evaluate`` give the same log-probs.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from vlarl.policies.base import SAMPLE, ActOutput, Sampling
 from vlarl.policies.openvla.action_tokenizer import ActionNormStats, ActionTokenizer
 from vlarl.policies.openvla.modeling import PrismaticVLA
 
@@ -33,17 +33,6 @@ class ValueHead(nn.Module):
         return self.net(h.float()).squeeze(-1)
 
 
-@dataclass
-class ActOutput:
-    """Rollout output for B envs and A action dims."""
-
-    actions: np.ndarray  # [B, A] env actions (un-normalised)
-    tokens: torch.Tensor  # [B, A] int64 sampled token ids
-    logprob: torch.Tensor  # [B, A] per-token log-probs (sum over A for the action log-prob)
-    value: torch.Tensor  # [B]
-    inputs: dict[str, torch.Tensor]  # the model inputs, for the learner
-
-
 class OpenVLAPolicy(nn.Module):
     DEFAULT_PROMPT = "In: What action should the robot take to {instruction}?\nOut:"
 
@@ -55,9 +44,6 @@ class OpenVLAPolicy(nn.Module):
         action_dim: int,
         prompt: str = DEFAULT_PROMPT,
         value_position: str = "last_prompt",
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
         critic: str = "shared",
         action_vocab_size: int | None = None,
     ):
@@ -76,7 +62,6 @@ class OpenVLAPolicy(nn.Module):
         self.action_dim = action_dim
         self.prompt = prompt
         self.value_position = value_position
-        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.value_head = ValueHead(model.hidden_size)
         # A separate critic is a copy of the VLA (VLA-RL's "homogeneous" critic) read by the value head.
         self.critic = copy.deepcopy(model) if critic == "separate" else None
@@ -114,11 +99,11 @@ class OpenVLAPolicy(nn.Module):
             out["proprio"] = torch.as_tensor(np.asarray(obs["proprio"]), device=self.device, dtype=torch.float32)
         return out
 
-    def _restricted(self, logits: torch.Tensor) -> torch.Tensor:
+    def _restricted(self, logits: torch.Tensor, temperature: float) -> torch.Tensor:
         """Full-vocab logits [..., V] -> tempered log-probs over the 256 action ids [..., 256]."""
         first = self.action_tokenizer.first_id
         sliced = logits[..., first : first + self.action_tokenizer.n_bins].float()
-        return torch.log_softmax(sliced / self.temperature, dim=-1)
+        return torch.log_softmax(sliced / temperature, dim=-1)
 
     def _value(self, hidden: torch.Tensor, mask: torch.Tensor, first_action_hidden: torch.Tensor) -> torch.Tensor:
         if self.value_position == "last_prompt":
@@ -128,22 +113,25 @@ class OpenVLAPolicy(nn.Module):
         m = mask.unsqueeze(-1).to(hidden.dtype)
         return self.value_head((hidden * m).sum(1) / m.sum(1).clamp(min=1))
 
-    def _sample(self, logp: torch.Tensor, greedy: bool, generator: torch.Generator | None) -> torch.Tensor:
-        if greedy:
+    @staticmethod
+    def _sample(logp: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> torch.Tensor:
+        if sampling.greedy:
             return logp.argmax(-1)
         masked = logp.clone()
-        if self.top_k > 0:
-            kth = masked.topk(min(self.top_k, masked.shape[-1]), dim=-1).values[..., -1:]
+        if sampling.top_k > 0:
+            kth = masked.topk(min(sampling.top_k, masked.shape[-1]), dim=-1).values[..., -1:]
             masked[masked < kth] = -float("inf")
-        if self.top_p < 1.0:
+        if sampling.top_p < 1.0:
             sorted_lp, order = masked.sort(dim=-1, descending=True)
             cum = sorted_lp.softmax(-1).cumsum(-1)
-            drop = cum - sorted_lp.softmax(-1) >= self.top_p
+            drop = cum - sorted_lp.softmax(-1) >= sampling.top_p
             masked.scatter_(-1, order, sorted_lp.masked_fill(drop, -float("inf")))
         return torch.multinomial(masked.softmax(-1), 1, generator=generator).squeeze(-1)
 
     @torch.no_grad()
-    def act(self, obs: dict[str, Any], greedy: bool = False, generator: torch.Generator | None = None) -> ActOutput:
+    def act(
+        self, obs: dict[str, Any], sampling: Sampling = SAMPLE, generator: torch.Generator | None = None
+    ) -> ActOutput:
         """One batched call for all envs: decode A action tokens with a KV cache."""
         inputs = self.prepare(obs)
         embeds, mask = self.model.embed_prefix(**inputs)
@@ -155,8 +143,8 @@ class OpenVLAPolicy(nn.Module):
         tokens, logps = [], []
         first_action_hidden = None
         for a in range(self.action_dim):
-            logp = self._restricted(logits[:, -1])
-            idx = self._sample(logp, greedy, generator)
+            logp = self._restricted(logits[:, -1], sampling.temperature)
+            idx = self._sample(logp, sampling, generator)
             tokens.append(idx + first_id)
             logps.append(logp.gather(-1, idx.unsqueeze(-1)).squeeze(-1))
             if a == self.action_dim - 1 and self.value_position != "first_action":
@@ -191,10 +179,12 @@ class OpenVLAPolicy(nn.Module):
         logits, hidden, _ = model.run_llm(torch.cat([embeds, tok_embeds], dim=1), full_mask)
         return logits[:, s - 1 : s - 1 + tokens.shape[1]], hidden[:, :s], mask, hidden[:, s]
 
-    def evaluate(self, inputs: dict[str, torch.Tensor], tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Learner pass: per-token log-probs ``[B, A]``, entropies ``[B, A]`` and values ``[B]``."""
+    def evaluate(
+        self, inputs: dict[str, torch.Tensor], tokens: torch.Tensor, temperature: float = 1.0
+    ) -> tuple[torch.Tensor, ...]:
+        """Learner pass: per-token log-probs ``[B, A]`` and entropies ``[B, A]`` at ``temperature``, values ``[B]``."""
         logits, prefix_hidden, mask, first_action_hidden = self.forward_tokens(inputs, tokens)
-        logp = self._restricted(logits)
+        logp = self._restricted(logits, temperature)
         idx = (tokens - self.action_tokenizer.first_id).clamp(0, self.action_tokenizer.n_bins - 1)
         token_logp = logp.gather(-1, idx.unsqueeze(-1)).squeeze(-1)
         entropy = -(logp.exp() * logp).sum(-1)
