@@ -38,14 +38,14 @@ def policy_gradient(trainer: Trainer, batch, adv, ret, cols: list[int], micro: i
     keep = torch.zeros_like(batch.mask)
     keep[:, cols] = True
     t_idx, b_idx = (batch.mask & keep & (adv != 0)).nonzero(as_tuple=True)
-    params = trainer.optimizer.param_groups[0]["params"]
-    trainer.optimizer.zero_grad(set_to_none=True)
+    params = trainer.learner.optimizer.param_groups[0]["params"]
+    trainer.learner.optimizer.zero_grad(set_to_none=True)
     trainer.policy.train()
     for start in range(0, len(t_idx), micro):
         t, b = t_idx[start : start + micro], b_idx[start : start + micro]
-        trainer.backward(batch, adv, ret, t, b, len(t) / max(len(t_idx), 1), False, False)
+        trainer.learner.backward(batch, adv, ret, t, b, len(t) / max(len(t_idx), 1), False, False)
     grad = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
-    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.learner.optimizer.zero_grad(set_to_none=True)
     return grad
 
 

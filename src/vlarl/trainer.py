@@ -7,11 +7,9 @@ resumed from the checkpoint of iteration i repeats the uninterrupted run exactly
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import time
-from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,10 +26,11 @@ from vlarl.config.run import config_hash
 from vlarl.config.schema import SFTCommand, TrainCommand
 from vlarl.envs.curriculum import SuccessCurriculum
 from vlarl.evaluate import evaluate_policy, percent
+from vlarl.learner import Learner
 from vlarl.policies import make_policy
 from vlarl.policies.base import Sampling
 from vlarl.rollout.collector import Batch, collect_episodes, concat_batches
-from vlarl.sft import autocast, run_sft, save_checkpoint, uses_bf16
+from vlarl.sft import run_sft, save_checkpoint
 from vlarl.utils.io import atomic_dir, atomic_write_json
 from vlarl.utils.metrics import MetricLogger
 from vlarl.utils.plot import line_panels
@@ -112,18 +111,7 @@ class Trainer:
         self.sampling = Sampling(cfg.trainer.temperature, cfg.policy.top_k, cfg.policy.top_p)
         if algo.freeze_vision:
             self.policy.freeze_vision()
-        critic = [] if self.policy.critic is None else list(self.policy.critic.parameters())
-        head = [p for p in [*self.policy.value_head.parameters(), *critic] if p.requires_grad]
-        body = [p for p in self.policy.parameters() if p.requires_grad and all(p is not h for h in head)]
-        self.optimizer = torch.optim.AdamW(
-            [{"params": body, "lr": algo.lr}, {"params": head, "lr": algo.value_lr}], weight_decay=0.0
-        )
-        warm = max(algo.lr_warmup_steps, 1)  # policy steps; the value head starts at its full rate
-        policy_warmup, value_constant = (lambda step: min(1.0, (step + 1) / warm)), (lambda step: 1.0)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, [policy_warmup, value_constant])
-        self.reference = None
-        if algo.kl_coef > 0:
-            self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
+        self.learner = Learner(self.policy, cfg, self.sampling.temperature, use_value=self.advantage == "gae")
         self.iteration = 0
         self.eval_curve: dict[int, float] = {}  # iteration -> eval mean success, for the learning-curve picture
         self.timing: dict[str, float] = {}
@@ -201,6 +189,9 @@ class Trainer:
             )
             if algo.norm_adv:
                 adv = algorithms.normalize(adv, batch.mask)
+        elif self.advantage == "reinforce_pp":  # per-step return-to-go, whitened over the batch: no critic
+            adv = algorithms.reinforce_pp(batch.reward, batch.terminated, batch.truncated, algo.gamma, mask=batch.mask)
+            ret = batch.value
         else:
             if algo.score == "success":
                 score = batch.success.float()
@@ -221,145 +212,9 @@ class Trainer:
         return torch.where(batch.mask, adv, 0.0), torch.where(batch.mask, ret, 0.0)
 
     def update(self, batch: Batch, adv: torch.Tensor, ret: torch.Tensor) -> dict[str, float]:
-        """PPO epochs over the valid steps of ``batch``; returns mean metrics.
-
-        Without a critic or a KL penalty, steps with zero advantage (groups without mixed outcomes)
-        carry no gradient and are left out; with none left an optimizer step would still move the
-        weights by Adam's momentum, so the update is skipped. The KL penalty holds every step.
-        """
-        algo, policy = self.cfg.algo, self.policy
-        use_value = self.advantage == "gae"
-        rows = batch.mask if use_value or self.reference is not None else batch.mask & (adv != 0)
-        if not rows.any():
-            return {"update_skipped": 1.0}
-        t_idx, b_idx = rows.nonzero(as_tuple=True)
-        rng = np.random.default_rng(self._seed(3))
-        if algo.update_fraction < 1.0:
-            keep = np.sort(rng.permutation(len(t_idx))[: max(1, round(algo.update_fraction * len(t_idx)))])
-            t_idx, b_idx = t_idx[keep], b_idx[keep]
-        n = len(t_idx)
-        micro = max(1, algo.minibatch_size // algo.grad_accum)
-        if uses_bf16(policy.device, self.cfg.policy.precision):
-            batch = dataclasses.replace(batch, logprob=self.learner_logprob(batch, t_idx, b_idx, micro))
-        warmup = use_value and self.iteration < algo.critic_warmup
-        sums: dict[str, float] = defaultdict(float)
-        count = 0
-        policy.train()
-        steps = [
-            order[s : s + algo.minibatch_size]
-            for order in (rng.permutation(n) for _ in range(algo.epochs))
-            for s in range(0, n, algo.minibatch_size)
-        ]
-        taken = 0
-        for mb in steps:
-            kl = 0.0
-            for m0 in range(0, len(mb), micro):
-                rows = torch.as_tensor(mb[m0 : m0 + micro])
-                t, bb = t_idx[rows], b_idx[rows]
-                metrics = self.backward(batch, adv, ret, t, bb, len(rows) / len(mb), warmup, use_value)
-                for k, v in metrics.items():
-                    sums[k] += v * len(rows)
-                count += len(rows)
-                kl += metrics.get("policy/approx_kl", 0.0) * len(rows) / len(mb)
-            if algo.target_kl and not warmup and kl > algo.target_kl:
-                self.optimizer.zero_grad(set_to_none=True)  # this minibatch's step would leave the trust region
-                break
-            taken += 1
-            if warmup:  # critic warm-up trains the value head (and a separate critic) only
-                for p in self.optimizer.param_groups[0]["params"]:
-                    p.grad = None
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                [p for g in self.optimizer.param_groups for p in g["params"]], algo.grad_clip
-            )
-            self.optimizer.step()
-            if not warmup:  # the policy's lr warm-up starts with its first update
-                self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            sums["grad_norm"] += float(grad_norm) * len(mb)
-        policy.eval()
-        means = {k: v / max(count, 1) for k, v in sums.items()}
-        return means | {"update_skipped": 0.0, "samples": n, "steps_taken": taken / len(steps)}
-
-    @torch.no_grad()
-    def learner_logprob(self, batch: Batch, t_idx: torch.Tensor, b_idx: torch.Tensor, chunk: int) -> torch.Tensor:
-        """``batch.logprob`` with steps ``(t_idx, b_idx)`` re-scored by the learner's own pass (bf16 autocast).
-
-        Rollouts decode token by token in fp32; under bf16 the learner's one-pass scores differ (CPU: mean 0.004,
-        max 0.055 nats per token), which would read as a policy change before any update. As veRL does, the
-        update's old log-probs are the learner's, so every ratio starts at 1.
-        """
-        logprob = batch.logprob.clone()
-        for i in range(0, len(t_idx), chunk):
-            t, b = t_idx[i : i + chunk], b_idx[i : i + chunk]
-            with autocast(self.policy.device, self.cfg.policy.precision):
-                inputs = self.policy.prepare(batch.observation(t, b))
-                tokens = batch.tokens[t, b].to(self.policy.device)
-                logprob[t, b] = self.policy.evaluate(inputs, tokens, self.sampling.temperature)[0].float().cpu()
-        return logprob
-
-    def backward(self, batch, adv, ret, t, b, scale: float, warmup: bool, use_value: bool) -> dict[str, float]:
-        """Accumulate ``scale`` x the loss gradient of steps ``(t[i], b[i])`` into ``.grad``; returns its metrics."""
-        policy = self.policy
-        with autocast(policy.device, self.cfg.policy.precision):
-            loss, metrics = self._loss(
-                policy.prepare(batch.observation(t, b)),
-                batch.tokens[t, b].to(policy.device),
-                batch.logprob[t, b],
-                adv[t, b],
-                batch.value[t, b],
-                ret[t, b],
-                warmup,
-                use_value,
-            )
-        (loss * scale).backward()
-        return metrics
-
-    def _loss(self, inputs, tokens, old_logp, adv, old_value, ret, warmup: bool, use_value: bool):
-        algo, dev = self.cfg.algo, self.policy.device
-        logp, entropy, value = self.policy.evaluate(inputs, tokens, self.sampling.temperature)
-        old_logp, adv, old_value, ret = (x.to(dev) for x in (old_logp, adv, old_value, ret))
-        if algo.logprob_granularity == "action":
-            logp, old_logp = logp.sum(-1, keepdim=True), old_logp.sum(-1, keepdim=True)
-        mask = torch.ones_like(logp, dtype=torch.bool)
-        pg, metrics = algorithms.ppo_policy_loss(
-            logp,
-            old_logp,
-            adv.unsqueeze(-1).expand_as(logp),
-            mask,
-            algo.clip_low,
-            algo.clip_high,
-            algo.clip_c or None,
-            algo.agg,
-        )
-        ent = algorithms.entropy_bonus(entropy, torch.ones_like(entropy, dtype=torch.bool), algo.agg)
-        loss = (0.0 if warmup else 1.0) * (pg - algo.ent_coef * ent)
-        metrics = {f"policy/{k}": v for k, v in metrics.items()} | {
-            "policy/loss": pg.item(),
-            "policy/entropy": ent.item(),
-        }
-        if use_value:
-            one = torch.ones_like(value, dtype=torch.bool).unsqueeze(-1)
-            vl, vm = algorithms.value_loss(
-                value.unsqueeze(-1),
-                old_value.unsqueeze(-1),
-                ret.unsqueeze(-1),
-                one,
-                algo.vf_clip or None,
-                algo.value_loss,
-                algo.huber_delta,
-                algo.agg,
-            )
-            loss = loss + algo.vf_coef * vl
-            metrics |= {f"value/{k}": v for k, v in vm.items()} | {"value/loss": vl.item()}
-        if self.reference is not None:
-            with torch.no_grad():
-                ref_logp = self.reference.evaluate(inputs, tokens, self.sampling.temperature)[0]
-            if algo.logprob_granularity == "action":
-                ref_logp = ref_logp.sum(-1, keepdim=True)
-            kl = algorithms.aggregate(algorithms.kl_penalty(logp, ref_logp, algo.kl_kind), mask, algo.agg)
-            loss = loss + algo.kl_coef * kl
-            metrics["policy/kl_ref"] = kl.item()
-        return loss, metrics
+        """The learner's PPO epochs on this iteration's batch (critic warm-up in the first iterations)."""
+        warmup = self.learner.use_value and self.iteration < self.cfg.algo.critic_warmup
+        return self.learner.update(batch, adv, ret, np.random.default_rng(self._seed(3)), warmup)
 
     # ---- checkpoints --------------------------------------------------------------------------
     def save(self) -> Path:
@@ -373,8 +228,7 @@ class Trainer:
                 save_file(
                     {k: v.detach().cpu().contiguous() for k, v in trainable.items()}, tmp / "adapters.safetensors"
                 )
-            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-            torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
+            self.learner.save(tmp)
             save_file({"torch_rng": torch.get_rng_state()}, tmp / "rng.safetensors")
             progress = {"iteration": self.iteration, "seed": self.cfg.run.seed}
             if self.curriculum is not None:
@@ -400,8 +254,7 @@ class Trainer:
                 dataclasses.replace(self.cfg.policy, checkpoint=str(path / "policy")), self.policy.action_dim
             )
             self.policy.load_state_dict(exported.state_dict())
-        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-        self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+        self.learner.load(path)
         torch.set_rng_state(load_file(path / "rng.safetensors")["torch_rng"])
         progress = json.loads((path / "trainer.json").read_text())
         self.iteration = progress["iteration"]

@@ -68,8 +68,10 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path, start_checkpoint, curric
     resumed = Trainer(cfg, tmp_path / "resumed")
     resumed.load(tmp_path / "full" / "checkpoints" / "iter_000001")
     assert resumed.iteration == 1
-    steps = resumed.scheduler.last_epoch  # optimizer steps taken in iteration 0
-    assert steps > 0 and resumed.optimizer.param_groups[0]["lr"] == pytest.approx(cfg.algo.lr * (steps + 1) / 50)
+    steps = resumed.learner.scheduler.last_epoch  # optimizer steps taken in iteration 0
+    assert steps > 0 and resumed.learner.optimizer.param_groups[0]["lr"] == pytest.approx(
+        cfg.algo.lr * (steps + 1) / 50
+    )
     if curriculum == "success":  # the curriculum's memory is part of the checkpoint
         assert sum(len(h) for h in resumed.curriculum.state_dict().values()) == 2
         assert "rollout/task_weight/reach-v3" in full[0]
@@ -317,13 +319,15 @@ def test_critic_warmup_changes_only_the_value_head(tmp_path, start_checkpoint):
     trainer.update(batch, *trainer.advantages(batch))
     changed = {k for k, v in trainer.policy.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all(k.startswith("value_head.") for k in changed)
-    policy_lr, value_lr = (g["lr"] for g in trainer.optimizer.param_groups)
+    policy_lr, value_lr = (g["lr"] for g in trainer.learner.optimizer.param_groups)
     algo = trainer.cfg.algo
     assert policy_lr == pytest.approx(algo.lr / 50) and value_lr == pytest.approx(algo.value_lr)  # warm-up not spent
     trainer.iteration = 1  # the first policy update takes the first warm-up step
     trainer.update(batch, *trainer.advantages(batch))
-    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(algo.lr * (trainer.scheduler.last_epoch + 1) / 50)
-    assert trainer.scheduler.last_epoch > 0
+    assert trainer.learner.optimizer.param_groups[0]["lr"] == pytest.approx(
+        algo.lr * (trainer.learner.scheduler.last_epoch + 1) / 50
+    )
+    assert trainer.learner.scheduler.last_epoch > 0
     trainer.venv.close()
 
 

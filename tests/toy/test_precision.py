@@ -24,7 +24,7 @@ def test_bf16_update_starts_at_ratio_one_although_rollout_scores_differ(tmp_path
     trainer = Trainer(cfg, tmp_path / "run")
     batch = trainer.collect()
     t_idx, b_idx = batch.mask.nonzero(as_tuple=True)
-    learner = trainer.learner_logprob(batch, t_idx, b_idx, chunk=4096)[t_idx, b_idx]
+    learner = trainer.learner.rescore(batch, t_idx, b_idx, chunk=4096)[t_idx, b_idx]
     gap = (learner - batch.logprob[t_idx, b_idx]).abs()
     assert gap.max() > 1e-3, "rollout (fp32 decode) and learner (bf16) scores agree: the test has no teeth"
     metrics = trainer.update(batch, *trainer.advantages(batch))
@@ -38,5 +38,5 @@ def test_fp32_rollout_scores_are_the_learners(tmp_path, fresh_policy):
     trainer = Trainer(cfg, tmp_path / "run")
     batch = trainer.collect()
     t_idx, b_idx = batch.mask.nonzero(as_tuple=True)
-    learner = trainer.learner_logprob(batch, t_idx, b_idx, chunk=64)[t_idx, b_idx]
+    learner = trainer.learner.rescore(batch, t_idx, b_idx, chunk=64)[t_idx, b_idx]
     torch.testing.assert_close(learner, batch.logprob[t_idx, b_idx], atol=1e-5, rtol=0)

@@ -63,4 +63,4 @@ def test_target_kl_stops_the_update_before_the_step_that_leaves_the_trust_region
     # the first minibatch sees the rollout policy itself (approx-KL 0), every later one a moved policy (> 1e-9)
     expected = minibatches if target_kl == 0 else 1
     assert row["train/steps_taken"] == pytest.approx(expected / minibatches)
-    assert trainer.scheduler.last_epoch == expected  # optimizer steps actually taken
+    assert trainer.learner.scheduler.last_epoch == expected  # optimizer steps actually taken

@@ -173,6 +173,14 @@ def test_reinforce_pp_matches_reference_loop():
     std = math.sqrt(sum((x - mean) ** 2 for x in flat) / len(flat))
     ref = torch.tensor([[(x - mean) / std for x in row] for row in ret], dtype=F64)
     torch.testing.assert_close(reinforce_pp(r, term, trunc, gamma=gamma), ref)
+    # a mask leaves steps out of the whitening: the valid steps are whitened among themselves
+    mask = torch.ones(T, B, dtype=torch.bool)
+    mask[4:, 0] = False
+    valid = [ret[t][b] for t in range(T) for b in range(B) if mask[t, b]]
+    m = sum(valid) / len(valid)
+    s = math.sqrt(sum((x - m) ** 2 for x in valid) / len(valid))
+    masked = reinforce_pp(r, term, trunc, gamma=gamma, mask=mask)
+    assert masked[5, 0] == 0 and masked[0, 1].item() == pytest.approx((ret[0][1] - m) / s)
 
 
 def test_normalize_masked_and_all_masked():

@@ -127,13 +127,18 @@ def rloo(scores: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
 @register_advantage("reinforce_pp")
 @torch.no_grad()
 def reinforce_pp(
-    rewards: torch.Tensor, terminated: torch.Tensor, truncated: torch.Tensor, gamma: float, eps: float = 1e-8
+    rewards: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    gamma: float,
+    eps: float = 1e-8,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """REINFORCE++ advantages ``[T, B]``: discounted return-to-go, then whitened over the whole batch.
 
     ``G_t = r_t + gamma * (1 - done_t) * G_{t+1}`` with ``done = terminated | truncated`` and ``G_T = 0``: returns
     reset at every episode end and there is no critic, so truncation does not bootstrap. The result is
-    ``normalize(G, eps=eps)`` (global batch mean/std, no per-group baseline).
+    ``normalize(G, mask, eps)`` (batch mean/std over the ``mask``-valid steps, no per-group baseline).
     """
     _check_shapes(rewards, terminated=terminated, truncated=truncated)
     rewards = _float(rewards)
@@ -143,4 +148,4 @@ def reinforce_pp(
     for t in reversed(range(rewards.shape[0])):
         last = rewards[t] + gamma * not_done[t] * last
         ret[t] = last
-    return normalize(ret, eps=eps)
+    return normalize(ret, mask, eps=eps)
