@@ -72,6 +72,22 @@ class EnvSpec:
         return (self.num_views, self.image_size, self.image_size, 3)
 
 
+def config_spec(cfg: Any, num_envs: int, dims: tuple[int, int, int], instructions: dict[str, str]) -> EnvSpec:
+    """The ``EnvSpec`` of an ``EnvConfig``: ``dims`` = (action, proprio, state); ``instructions`` per task, in order."""
+    action_dim, proprio_dim, state_dim = dims
+    return EnvSpec(
+        num_envs=num_envs,
+        action_dim=action_dim,
+        proprio_dim=proprio_dim,
+        state_dim=state_dim,
+        num_views=len(cfg.cameras),
+        image_size=cfg.image_size,
+        tasks=tuple(instructions),
+        instructions=dict(instructions),
+        max_episode_steps=cfg.max_episode_steps,
+    )
+
+
 @runtime_checkable
 class VectorEnv(Protocol):
     spec: EnvSpec

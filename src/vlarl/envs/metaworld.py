@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from vlarl.envs import meshes
-from vlarl.envs.base import EnvSpec
+from vlarl.envs.base import EnvSpec, config_spec
 from vlarl.envs.gl import ensure_gl
 
 MT10 = (
@@ -222,17 +222,8 @@ class MetaWorldBackend:
         return np.stack(states)
 
     def spec(self, num_envs: int) -> EnvSpec:
-        return EnvSpec(
-            num_envs=num_envs,
-            action_dim=ACTION_DIM,
-            proprio_dim=PROPRIO_DIM,
-            state_dim=STATE_DIM,
-            num_views=len(self.cfg.cameras),
-            image_size=self.cfg.image_size,
-            tasks=self.tasks,
-            instructions={t: INSTRUCTIONS[t] for t in self.tasks},
-            max_episode_steps=self.cfg.max_episode_steps,
-        )
+        dims = (ACTION_DIM, PROPRIO_DIM, STATE_DIM)
+        return config_spec(self.cfg, num_envs, dims, {t: INSTRUCTIONS[t] for t in self.tasks})
 
 
 def _no_render(cfg: Any) -> Any:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from vlarl.envs.base import EnvSpec
+from vlarl.envs.base import EnvSpec, config_spec
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (50, 80, 230)}
 TASKS = tuple(f"reach-{c}" for c in COLOURS)
@@ -125,17 +125,8 @@ class ToyBackend:
         return np.stack([sample_init_state(task, rng) for _ in range(self.cfg.num_eval_init_states)])
 
     def spec(self, num_envs: int) -> EnvSpec:
-        return EnvSpec(
-            num_envs=num_envs,
-            action_dim=ACTION_DIM,
-            proprio_dim=PROPRIO_DIM,
-            state_dim=STATE_DIM,
-            num_views=len(self.cfg.cameras),
-            image_size=self.cfg.image_size,
-            tasks=self.tasks,
-            instructions={t: INSTRUCTIONS[t] for t in self.tasks},
-            max_episode_steps=self.cfg.max_episode_steps,
-        )
+        dims = (ACTION_DIM, PROPRIO_DIM, STATE_DIM)
+        return config_spec(self.cfg, num_envs, dims, {t: INSTRUCTIONS[t] for t in self.tasks})
 
 
 class ToyExpert:
