@@ -39,7 +39,8 @@ from vlarl.config import load_config  # noqa: E402
 from vlarl.policies import make_policy  # noqa: E402
 from vlarl.policies.base import Sampling  # noqa: E402
 from vlarl.rollout.collector import collect_episodes  # noqa: E402
-from vlarl.trainer import Trainer, start_checkpoint  # noqa: E402
+from vlarl.sft import start_checkpoint  # noqa: E402
+from vlarl.trainer import Trainer  # noqa: E402
 
 
 def screen(cfg, checkpoint: Path, groups: int, group_size: int, band: tuple[float, float], console: Console):

@@ -164,3 +164,27 @@ def success_table(report: dict[str, Any], title: str = "evaluation: success per 
 def percent(rate: float, stderr: float) -> str:
     """``'45% ± 5'``: a success rate and its standard error, in points."""
     return f"{rate:.0%} ± {100 * stderr:.0f}"
+
+
+def before_after_table(before: dict, after: dict) -> Table:
+    """Success per task before and after RL, each ± its standard error; the change ± the difference's."""
+    table = Table(title="success per task: before and after RL (± standard error, points)")
+    for col in ("task", "trials", "before", "after", "change"):
+        table.add_column(col, justify="left" if col == "task" else "right")
+    rows = [(task, before["per_task"][task], a) for task, a in after["per_task"].items()]
+    rows.append(("[bold]mean", _mean_row(before), _mean_row(after)))
+    for task, b, a in rows:
+        change = a["success_rate"] - b["success_rate"]
+        se = (a["stderr"] ** 2 + b["stderr"] ** 2) ** 0.5
+        table.add_row(
+            task,
+            str(a.get("trials", "")),
+            percent(b["success_rate"], b["stderr"]),
+            percent(a["success_rate"], a["stderr"]),
+            f"{100 * change:+.0f} ± {100 * se:.0f}",
+        )
+    return table
+
+
+def _mean_row(report: dict) -> dict:
+    return {"success_rate": report["mean_success"], "stderr": report["mean_stderr"]}

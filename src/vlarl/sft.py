@@ -8,6 +8,7 @@ it. Checkpoints (OpenVLA layout, LoRA merged) go to ``<run>/checkpoints/{step_N,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import shutil
 from pathlib import Path
@@ -19,7 +20,8 @@ from rich.console import Console
 from tqdm import tqdm
 
 from vlarl.config.loader import save_config
-from vlarl.config.schema import DemosCommand, SFTCommand
+from vlarl.config.run import config_hash
+from vlarl.config.schema import DemosCommand, SFTCommand, TrainCommand
 from vlarl.data.dataset import DemoDataset
 from vlarl.demos import collect_demos
 from vlarl.policies import ActionNormStats, make_policy
@@ -123,3 +125,32 @@ def run_sft(cfg: SFTCommand, run_dir: Path, console: Console | None = None) -> P
 
         evaluate_policy(policy, cfg.env, cfg.eval, run_dir / "eval", console, seed=cfg.run.seed)
     return final
+
+
+def sft_checkpoint(cfg: TrainCommand, console: Console) -> Path:
+    """The SFT checkpoint this run starts from: cached under data/sft/<hash of its config>."""
+    sft_cfg = SFTCommand(
+        run=cfg.run,
+        env=cfg.env,
+        demos=cfg.demos,
+        policy=cfg.policy,
+        sft=dataclasses.replace(cfg.sft, eval_at_end=False),
+        eval=cfg.eval,
+    )
+    seed = {"seed": cfg.run.seed}  # where and under which name the RL run writes does not matter
+    env = dataclasses.replace(cfg.env, reward="sparse")  # SFT never reads rewards
+    root = Path("data") / "sft" / config_hash(env, cfg.demos, cfg.policy, sft_cfg.sft, seed)
+    final = root / "checkpoints" / "latest"
+    if (final / "config.json").is_file():
+        console.print(f"[green]SFT cached[/] at {final}")
+        return final
+    return run_sft(sft_cfg, root, console)
+
+
+def start_checkpoint(cfg: TrainCommand, console: Console) -> Path:
+    """The policy RL starts from: the (cached) SFT checkpoint, or ``policy.checkpoint``."""
+    if cfg.trainer.init == "sft":
+        return sft_checkpoint(cfg, console)
+    if not cfg.policy.checkpoint:
+        raise ValueError("trainer.init=checkpoint needs policy.checkpoint=<folder>")
+    return Path(cfg.policy.checkpoint)

@@ -17,53 +17,22 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.table import Table
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from vlarl import algorithms, envs
-from vlarl.config.run import config_hash
-from vlarl.config.schema import SFTCommand, TrainCommand
+from vlarl.config.schema import TrainCommand
 from vlarl.envs.curriculum import SuccessCurriculum
-from vlarl.evaluate import evaluate_policy, percent
+from vlarl.evaluate import before_after_table, evaluate_policy
 from vlarl.learner import Learner
 from vlarl.policies import make_policy
 from vlarl.policies.base import Sampling
 from vlarl.rollout.collector import Batch, collect_episodes, concat_batches
-from vlarl.sft import run_sft, save_checkpoint
+from vlarl.sft import save_checkpoint, start_checkpoint
 from vlarl.utils.io import atomic_dir, atomic_write_json
 from vlarl.utils.metrics import MetricLogger
 from vlarl.utils.plot import line_panels
 from vlarl.utils.threads import apply_thread_plan
-
-
-def sft_checkpoint(cfg: TrainCommand, console: Console) -> Path:
-    """The SFT checkpoint this run starts from: cached under data/sft/<hash of its config>."""
-    sft_cfg = SFTCommand(
-        run=cfg.run,
-        env=cfg.env,
-        demos=cfg.demos,
-        policy=cfg.policy,
-        sft=dataclasses.replace(cfg.sft, eval_at_end=False),
-        eval=cfg.eval,
-    )
-    seed = {"seed": cfg.run.seed}  # where and under which name the RL run writes does not matter
-    env = dataclasses.replace(cfg.env, reward="sparse")  # SFT never reads rewards
-    root = Path("data") / "sft" / config_hash(env, cfg.demos, cfg.policy, sft_cfg.sft, seed)
-    final = root / "checkpoints" / "latest"
-    if (final / "config.json").is_file():
-        console.print(f"[green]SFT cached[/] at {final}")
-        return final
-    return run_sft(sft_cfg, root, console)
-
-
-def start_checkpoint(cfg: TrainCommand, console: Console) -> Path:
-    """The policy RL starts from: the (cached) SFT checkpoint, or ``policy.checkpoint``."""
-    if cfg.trainer.init == "sft":
-        return sft_checkpoint(cfg, console)
-    if not cfg.policy.checkpoint:
-        raise ValueError("trainer.init=checkpoint needs policy.checkpoint=<folder>")
-    return Path(cfg.policy.checkpoint)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -364,30 +333,6 @@ class Trainer:
         self.metrics.close()
         self.venv.close()
         return summary
-
-
-def before_after_table(before: dict, after: dict) -> Table:
-    """Success per task before and after RL, each ± its standard error; the change ± the difference's."""
-    table = Table(title="success per task: before and after RL (± standard error, points)")
-    for col in ("task", "trials", "before", "after", "change"):
-        table.add_column(col, justify="left" if col == "task" else "right")
-    rows = [(task, before["per_task"][task], a) for task, a in after["per_task"].items()]
-    rows.append(("[bold]mean", _mean_row(before), _mean_row(after)))
-    for task, b, a in rows:
-        change = a["success_rate"] - b["success_rate"]
-        se = (a["stderr"] ** 2 + b["stderr"] ** 2) ** 0.5
-        table.add_row(
-            task,
-            str(a.get("trials", "")),
-            percent(b["success_rate"], b["stderr"]),
-            percent(a["success_rate"], a["stderr"]),
-            f"{100 * change:+.0f} ± {100 * se:.0f}",
-        )
-    return table
-
-
-def _mean_row(report: dict) -> dict:
-    return {"success_rate": report["mean_success"], "stderr": report["mean_stderr"]}
 
 
 def run_train(cfg: TrainCommand, run_dir: Path, console: Console | None = None) -> dict[str, Any]:
