@@ -141,7 +141,7 @@ class Learner:
         if algo.logprob_granularity == "action":
             logp, old_logp = logp.sum(-1, keepdim=True), old_logp.sum(-1, keepdim=True)
         mask = torch.ones_like(logp, dtype=torch.bool)
-        pg, metrics = algorithms.ppo_policy_loss(
+        pg, metrics = algorithms.get_policy_loss(algo.policy_loss)(
             logp,
             old_logp,
             adv.unsqueeze(-1).expand_as(logp),

@@ -106,11 +106,12 @@ def test_constraints_between_sections(overrides, message):
         load_config("train", overrides=overrides)
 
 
-def test_advantage_choices_are_the_registered_estimators():
+def test_advantage_and_policy_loss_choices_are_the_registered_ones():
     import dataclasses
 
-    field = next(f for f in dataclasses.fields(AlgoConfig) if f.name == "advantage")
-    assert set(field.metadata["choices"]) - {""} == set(algorithms.ADVANTAGES)
+    fields = {f.name: f for f in dataclasses.fields(AlgoConfig)}
+    assert set(fields["advantage"].metadata["choices"]) - {""} == set(algorithms.ADVANTAGES)
+    assert set(fields["policy_loss"].metadata["choices"]) == set(algorithms.POLICY_LOSSES)
 
 
 def test_print_config_validates(capsys):

@@ -215,6 +215,12 @@ class AlgoConfig:
     lam: float = doc(0.95, "GAE lambda.", ge=0, le=1)
     group_size: int = doc(8, "GRPO: episodes per group (same task and initial state); divides env.num_envs.", ge=1)
     norm_adv: bool = doc(True, "Whiten advantages over the batch (ppo).")
+    policy_loss: str = doc(
+        "ppo",
+        "Policy loss from the registry (algorithms.POLICY_LOSSES; register_policy_loss adds one with the same "
+        "signature): 'ppo' is the clipped surrogate with clip-higher and dual clip.",
+        choices=("ppo",),
+    )
     logprob_granularity: str = doc(
         "action", "'token': one ratio per action token; 'action': sum over the A tokens.", choices=("token", "action")
     )
