@@ -159,3 +159,23 @@ def test_vision_tower_mlp_width_follows_the_spec(kind):
     if kind == "dinov2_reg":  # its config takes an integer mlp_ratio only
         with pytest.raises(ValueError, match="multiple of the width 32"):
             VisionTower(VisionTowerSpec(kind, 32, 1, 2, 48, 8, 16, registers=registers))
+
+
+def test_family_registry_dispatches_and_names_the_registered_families():
+    import dataclasses
+
+    from vlarl.config import load_config
+    from vlarl.policies import families, make_policy, register_family
+
+    cfg = load_config("sft", overrides=["policy.arch=micro"]).policy
+    with pytest.raises(ValueError, match="unknown policy family 'pi9'; families: openvla"):
+        make_policy(dataclasses.replace(cfg, family="pi9"), 2)
+    built = []
+    register_family("echo", lambda c, *args: built.append(args) or build_policy("micro", args[0]))
+    try:
+        policy = make_policy(dataclasses.replace(cfg, family="echo"), 2, 0, None, ["go"])
+        assert built == [(2, 0, None, ["go"])] and policy.action_dim == 2 and "echo" in families()
+    finally:
+        from vlarl import policies
+
+        policies._FAMILIES.pop("echo")

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from vlarl.policies.openvla.action_tokenizer import ActionNormStats
+from vlarl.policies.openvla.factory import make_openvla
 from vlarl.policies.openvla.policy import OpenVLAPolicy
 
-FAMILIES = ("openvla",)
+FamilyBuilder = Callable[..., Any]
+"""``(cfg, action_dim, proprio_dim, norm_stats, instructions) -> policy`` (a ``VLAPolicy``, on CPU)."""
+_FAMILIES: dict[str, FamilyBuilder] = {}
+
+
+def register_family(name: str, builder: FamilyBuilder) -> None:
+    """Make ``policy.family=<name>`` build policies with ``builder``."""
+    _FAMILIES[name] = builder
+
+
+def families() -> list[str]:
+    return sorted(_FAMILIES)
 
 
 def make_policy(
@@ -17,37 +30,14 @@ def make_policy(
     norm_stats: ActionNormStats | None = None,
     instructions: list[str] = (),
 ):
-    """A policy from a ``PolicyConfig``: loaded from ``cfg.checkpoint`` or built from ``cfg.arch``.
+    """A policy from a ``PolicyConfig`` by its family's builder, on ``cfg.device``.
 
     ``norm_stats`` (from a dataset) and ``instructions`` (the tokenizer's training text) are used
-    for new policies; a checkpoint brings its own. LoRA is applied when ``cfg.lora_rank > 0``.
+    for new policies; a checkpoint brings its own.
     """
-    if cfg.family not in FAMILIES:
-        raise ValueError(f"unknown policy family {cfg.family!r}; families: {', '.join(FAMILIES)}")
-    from vlarl.policies.openvla.checkpoint import load_pretrained
-    from vlarl.policies.openvla.factory import build_policy
-    from vlarl.policies.openvla.lora import apply_lora
-
-    kwargs = dict(critic=cfg.critic)
-    if cfg.checkpoint:
-        policy = load_pretrained(cfg.checkpoint, unnorm_key=cfg.unnorm_key, **kwargs)
-        if policy.action_dim != action_dim:
-            raise ValueError(
-                f"checkpoint {cfg.checkpoint} predicts {policy.action_dim}-dim actions, the env has {action_dim}"
-            )
-    else:
-        policy = build_policy(
-            cfg.arch,
-            action_dim,
-            norm_stats,
-            proprio_dim if cfg.use_proprio else 0,
-            instructions,
-            prompt=cfg.prompt,
-            value_position=cfg.value_position,
-            **kwargs,
-        )
-    if cfg.lora_rank > 0:
-        apply_lora(policy, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets, cfg.train_projector, cfg.train_vision)
+    if cfg.family not in _FAMILIES:
+        raise ValueError(f"unknown policy family {cfg.family!r}; families: {', '.join(families())}")
+    policy = _FAMILIES[cfg.family](cfg, action_dim, proprio_dim, norm_stats, instructions)
     return policy.to(resolve_device(cfg.device))
 
 
@@ -59,4 +49,6 @@ def resolve_device(name: str):
     return torch.device(name)
 
 
-__all__ = ["ActionNormStats", "OpenVLAPolicy", "make_policy", "resolve_device"]
+register_family("openvla", make_openvla)
+
+__all__ = ["ActionNormStats", "OpenVLAPolicy", "families", "make_policy", "register_family", "resolve_device"]

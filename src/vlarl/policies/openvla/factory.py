@@ -91,3 +91,33 @@ def build_policy(
     return OpenVLAPolicy(
         model, tokenizer, norm_stats or ActionNormStats.identity(action_dim), action_dim, **policy_kwargs
     )
+
+
+def make_openvla(
+    cfg: Any, action_dim: int, proprio_dim: int, norm_stats: ActionNormStats | None, instructions: list[str]
+) -> OpenVLAPolicy:
+    """The openvla family's builder: loaded from ``cfg.checkpoint`` or built from ``cfg.arch``; LoRA when
+    ``cfg.lora_rank > 0``."""
+    from vlarl.policies.openvla.checkpoint import load_pretrained
+    from vlarl.policies.openvla.lora import apply_lora
+
+    if cfg.checkpoint:
+        policy = load_pretrained(cfg.checkpoint, unnorm_key=cfg.unnorm_key, critic=cfg.critic)
+        if policy.action_dim != action_dim:
+            raise ValueError(
+                f"checkpoint {cfg.checkpoint} predicts {policy.action_dim}-dim actions, the env has {action_dim}"
+            )
+    else:
+        policy = build_policy(
+            cfg.arch,
+            action_dim,
+            norm_stats,
+            proprio_dim if cfg.use_proprio else 0,
+            instructions,
+            prompt=cfg.prompt,
+            value_position=cfg.value_position,
+            critic=cfg.critic,
+        )
+    if cfg.lora_rank > 0:
+        apply_lora(policy, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets, cfg.train_projector, cfg.train_vision)
+    return policy
