@@ -99,7 +99,6 @@ INSTRUCTIONS = {
 MT50 = tuple(INSTRUCTIONS)
 TASK_SETS = {"MT10": MT10, "MT50": MT50}
 PROPRIO_DIM, STATE_DIM, ACTION_DIM = 4, 39, 4
-RENDER_MESHES = ("full", "simplified")
 
 
 def resolve_tasks(task_set: str, tasks: list[str]) -> tuple[str, ...]:
@@ -199,12 +198,6 @@ class MetaWorldBackend:
         ensure_gl()
         self.cfg = cfg
         self.tasks = resolve_tasks(cfg.task_set, list(cfg.tasks))
-        if not 16 <= cfg.image_size <= 512:
-            raise ValueError(f"env.image_size={cfg.image_size} is outside 16..512 px")
-        if cfg.action_repeat < 1:
-            raise ValueError(f"env.action_repeat={cfg.action_repeat} must be >= 1 (simulator steps per env step)")
-        if cfg.render_meshes not in RENDER_MESHES:
-            raise ValueError(f"env.render_meshes={cfg.render_meshes!r}; choose one of {', '.join(RENDER_MESHES)}")
 
     def make_env(self, task: str) -> MetaWorldEnv:
         return MetaWorldEnv(task, self.cfg)

@@ -110,8 +110,6 @@ class ToyBackend:
         bad_cameras = [c for c in cfg.cameras if c != "top"]
         if bad_cameras:
             raise ValueError(f"toy cameras {bad_cameras} are unknown; the toy env has one camera: 'top'")
-        if not 16 <= cfg.image_size <= 512:
-            raise ValueError(f"env.image_size={cfg.image_size} is outside 16..512 px")
         self.cfg = cfg
         self.tasks = tuple(cfg.tasks) or TASKS
 
