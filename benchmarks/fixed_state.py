@@ -37,10 +37,9 @@ from common import write_result  # noqa: E402
 from vlarl import envs  # noqa: E402
 from vlarl.config import load_config  # noqa: E402
 from vlarl.policies import make_policy  # noqa: E402
-from vlarl.policies.base import Sampling  # noqa: E402
 from vlarl.rollout.collector import collect_episodes  # noqa: E402
 from vlarl.sft import start_checkpoint  # noqa: E402
-from vlarl.trainer import Trainer  # noqa: E402
+from vlarl.trainer import Trainer, rollout_sampling  # noqa: E402
 
 
 def screen(cfg, checkpoint: Path, groups: int, group_size: int, band: tuple[float, float], console: Console):
@@ -49,7 +48,7 @@ def screen(cfg, checkpoint: Path, groups: int, group_size: int, band: tuple[floa
     venv = envs.make(env_cfg)
     spec = venv.spec
     policy = make_policy(dataclasses.replace(cfg.policy, checkpoint=str(checkpoint)), spec.action_dim, spec.proprio_dim)
-    sampling = Sampling(cfg.trainer.temperature, cfg.policy.top_k, cfg.policy.top_p)
+    sampling = rollout_sampling(cfg)
     per_call = spec.num_envs // group_size
     rng = np.random.default_rng([cfg.run.seed, 777])  # training-style draws, disjoint from the eval states
     kept, tried, wanted_per_task = [], [], -(-groups // len(spec.tasks))

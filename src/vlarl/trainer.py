@@ -35,6 +35,11 @@ from vlarl.utils.plot import line_panels
 from vlarl.utils.threads import apply_thread_plan
 
 
+def rollout_sampling(cfg: TrainCommand) -> Sampling:
+    """How rollouts draw actions: ``trainer.temperature`` with the policy's top-k/top-p."""
+    return Sampling(cfg.trainer.temperature, cfg.policy.top_k, cfg.policy.top_p)
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A training checkpoint folder; ``checkpoints/latest`` points to one through its CHECKPOINT file."""
     path = Path(path)
@@ -62,7 +67,6 @@ class Trainer:
         apply_thread_plan("policy", cfg)  # the CLI did it before torch loaded; this covers library callers
         algo = cfg.algo
         self.advantage = algo.advantage or ("gae" if algo.name == "ppo" else "grpo")
-        algorithms.get_advantage(self.advantage)  # unknown names list the registered ones
         self.group_size = algo.group_size if algo.name == "grpo" else 1  # ppo: every episode on its own
         start = start_checkpoint(cfg, self.console)
         self.venv = envs.make(cfg.env)
@@ -77,7 +81,7 @@ class Trainer:
         self.policy = make_policy(
             dataclasses.replace(cfg.policy, checkpoint=str(start)), spec.action_dim, spec.proprio_dim
         )
-        self.sampling = Sampling(cfg.trainer.temperature, cfg.policy.top_k, cfg.policy.top_p)
+        self.sampling = rollout_sampling(cfg)
         if algo.freeze_vision:
             self.policy.freeze_vision()
         self.learner = Learner(self.policy, cfg, self.sampling.temperature, use_value=self.advantage == "gae")

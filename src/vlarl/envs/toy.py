@@ -1,7 +1,7 @@
 """``toy``: a 2-D reaching task drawn with numpy; no simulator, a few thousand steps per second per core.
 
 The fixture of fast tests and of the learning proof in CI. The scene is a table seen from above with three
-coloured discs (red, green, blue) at random places and the gripper, a white square. Task ``reach-<colour>``:
+coloured discs (red, green, blue) in three of its four corners and the gripper, a white square. Task ``reach-<colour>``:
 bring the gripper onto the disc the instruction names. The discs' places are only in the image (proprio is
 the gripper's position), so a policy has to see and read to solve it.
 
@@ -13,7 +13,7 @@ the gripper's position), so a policy has to see and read to solve it.
   (for the scripted expert; a policy must not read it).
 - Initial states ``[8]`` (gripper xy, disc xys): the discs in three of the four corner ``SLOTS`` (a random
   choice and order, each moved by up to ``JITTER``), the gripper within ``START`` of the centre: which way
-  to go is in the colours, four steps at full speed. Camera ``top`` only.
+  to go is in the colours, two to four steps at full speed. Camera ``top`` only.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def draw(gripper: np.ndarray, discs: np.ndarray, size: int) -> np.ndarray:
     return image
 
 
-def sample_init_state(task: str, rng: np.random.Generator) -> np.ndarray:
+def sample_init_state(rng: np.random.Generator) -> np.ndarray:
     """``[8]``: gripper xy then the three discs' xy (see the module docstring)."""
     slots = rng.permutation(len(SLOTS))[:3]
     discs = SLOTS[slots] + rng.uniform(-JITTER, JITTER, size=(3, 2))
@@ -78,7 +78,7 @@ class ToyEnv:
         return {"image": image, "proprio": self.gripper.astype(np.float32), "state": state}
 
     def reset(self, init_state: np.ndarray | None, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        self.init_state = sample_init_state(self.task, rng) if init_state is None else np.asarray(init_state, float)
+        self.init_state = sample_init_state(rng) if init_state is None else np.asarray(init_state, float)
         self.gripper, self.discs = self.init_state[:2].copy(), self.init_state[2:].reshape(3, 2).copy()
         return self._obs()
 
@@ -120,7 +120,7 @@ class ToyBackend:
     def eval_init_states(self, task: str) -> np.ndarray:
         """``[num_eval_init_states, 8]``, seeded by (``eval_seed``, task): disjoint from training draws."""
         rng = np.random.default_rng([self.cfg.eval_seed, zlib.crc32(task.encode())])
-        return np.stack([sample_init_state(task, rng) for _ in range(self.cfg.num_eval_init_states)])
+        return np.stack([sample_init_state(rng) for _ in range(self.cfg.num_eval_init_states)])
 
     def spec(self, num_envs: int) -> EnvSpec:
         dims = (ACTION_DIM, PROPRIO_DIM, STATE_DIM)

@@ -56,7 +56,7 @@ class VLAPolicy(Protocol):
         """Env observations (image, instruction, proprio rows) -> model inputs."""
 
     def act(
-        self, obs: dict[str, Any], sampling: Sampling = Sampling(), generator: torch.Generator | None = None
+        self, obs: dict[str, Any], sampling: Sampling = SAMPLE, generator: torch.Generator | None = None
     ) -> ActOutput:
         """One batched decision for B envs."""
 

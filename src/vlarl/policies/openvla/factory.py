@@ -51,7 +51,7 @@ ARCHS: dict[str, dict[str, Any]] = {
     "tiny-fused": dict(
         timm_model_ids=["vlarl_tiny_dinov2_p8", "vlarl_tiny_siglip_p8"], image_sizes=[64, 64], text_config=TINY_LLAMA
     ),
-    # 16 patches of 16 px + a 2-layer Llama, ~0.5M parameters: the fast tests' policy (about 20x cheaper).
+    # 16 patches of 16 px + a 2-layer Llama, 0.86M parameters: the fast tests' policy (a decision ~8x cheaper).
     "micro": dict(timm_model_ids=["vlarl_micro_siglip_p16"], image_sizes=[64], text_config=MICRO_LLAMA),
     # OpenVLA-7B (for GPU users; load real weights with policy.checkpoint=<folder>).
     "openvla-7b": dict(
