@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
 from vlarl.config import load_config  # noqa: E402
+from vlarl.learner import accumulate  # noqa: E402
 from vlarl.trainer import Trainer  # noqa: E402
 
 
@@ -41,9 +42,11 @@ def policy_gradient(trainer: Trainer, batch, adv, ret, cols: list[int], micro: i
     params = trainer.learner.optimizer.param_groups[0]["params"]
     trainer.learner.optimizer.zero_grad(set_to_none=True)
     trainer.policy.train()
-    for start in range(0, len(t_idx), micro):
-        t, b = t_idx[start : start + micro], b_idx[start : start + micro]
-        trainer.learner.backward(batch, adv, ret, t, b, len(t) / max(len(t_idx), 1), False, False)
+    parts = [(t_idx[s : s + micro], b_idx[s : s + micro]) for s in range(0, len(t_idx), micro)]
+    accumulate(
+        (len(t) / max(len(t_idx), 1), lambda t=t, b=b: trainer.learner.loss_of(batch, adv, ret, t, b, False, False))
+        for t, b in parts
+    )
     grad = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
     trainer.learner.optimizer.zero_grad(set_to_none=True)
     return grad

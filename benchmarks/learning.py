@@ -34,7 +34,8 @@ from vlarl.config import load_config  # noqa: E402
 from vlarl.evaluate import evaluate_policy, percent  # noqa: E402
 from vlarl.policies import make_policy  # noqa: E402
 from vlarl.sft import start_checkpoint  # noqa: E402
-from vlarl.trainer import resolve_checkpoint, run_train  # noqa: E402
+from vlarl.trainer import run_train  # noqa: E402
+from vlarl.utils.io import resolve_checkpoint  # noqa: E402
 
 ALGOS = ("grpo", "ppo")
 

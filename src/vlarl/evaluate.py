@@ -9,6 +9,7 @@ policy, so numbers are comparable across checkpoints.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -89,14 +90,16 @@ def evaluate_policy(
             actions: list[list[np.ndarray]] = [[] for _ in padded]
             done = np.zeros(len(padded), bool)
             done[len(wave) :] = True
-            for _ in range(env_cfg.max_episode_steps):
+            for _ in range(math.ceil(env_cfg.max_episode_steps / policy.chunk_len)):
                 act = policy.act(obs, sampling, generator)
-                obs, _, term, trunc, info = venv.step(act.actions)
+                obs, _, term, trunc, info = venv.step_chunk(act.actions)  # a chunk's actions run open-loop
                 for b in np.flatnonzero(~done):
-                    ended = term[b] or trunc[b]
-                    if record[b]:
-                        frames[b].append(info["final_image"][b, 0] if ended else obs["image"][b, 0])
-                        actions[b].append(act.actions[b])
+                    ended = term[b].any() or trunc[b].any()
+                    if record[b]:  # per env step: the policy's input stays until the chunk ends
+                        ran = act.actions[b][info["valid"][b]]
+                        after = info["final_image"][b, 0] if ended else obs["image"][b, 0]
+                        frames[b].extend([frames[b][-1]] * (len(ran) - 1) + [after])
+                        actions[b].extend(ran)
                     if ended:
                         done[b] = True
                         task, idx = padded[b]

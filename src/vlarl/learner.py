@@ -6,33 +6,86 @@ Shapes: a ``Batch`` with leading dims ``[T, B]``; ``adv``/``ret`` ``[T, B]`` (ze
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import math
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from vlarl import algorithms
-from vlarl.rollout.collector import Batch
-from vlarl.sft import autocast, uses_bf16
+from vlarl.algorithms.estimate import estimator_name
+from vlarl.rollout.schema import Batch
+
+
+def at_granularity(logp: torch.Tensor, granularity: str) -> torch.Tensor:
+    """Per-token log-probs ``[N, K, A]`` -> the ratio's unit: ``token`` ``[N, K*A]``, ``action`` (sum over A)
+    ``[N, K]``, ``chunk`` (sum over K and A) ``[N, 1]``."""
+    if granularity == "token":
+        return logp.flatten(1)
+    if granularity == "action":
+        return logp.sum(-1)
+    if granularity == "chunk":
+        return logp.sum((-2, -1)).unsqueeze(-1)
+    raise ValueError(f"logprob granularity {granularity!r}; choose token, action or chunk")
+
+
+def uses_bf16(device: torch.device, precision: str) -> bool:
+    """Whether ``precision`` means bf16 autocast on ``device``: asked for, or ``auto`` on a CUDA device with bf16."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast where ``uses_bf16``; else nothing."""
+    use = uses_bf16(device, precision)
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use else contextlib.nullcontext()
+
+
+def accumulate(parts: Iterable[tuple[float, Callable[[], tuple[torch.Tensor, dict[str, float]]]]]) -> dict[str, float]:
+    """Gradient accumulation: for each ``(weight, loss_fn)``, backward of ``weight * loss``; weights sum to 1 over
+    one optimizer step. Returns the weighted sums of the parts' metrics (their means over the step)."""
+    sums: dict[str, float] = defaultdict(float)
+    for weight, loss_fn in parts:
+        loss, metrics = loss_fn()
+        (loss * weight).backward()
+        for k, v in metrics.items():
+            sums[k] += v * weight
+    return dict(sums)
+
+
+def clip_and_step(optimizer: torch.optim.Optimizer, grad_clip: float, scheduler: Any = None) -> float:
+    """Clip the gradient norm over every param group to ``grad_clip`` (0: no clipping), step the optimizer (and
+    ``scheduler``), clear the gradients; returns the norm before clipping."""
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(norm)
 
 
 class Learner:
     """AdamW over two groups (policy at ``algo.lr`` with linear warm-up; value head and critic at ``algo.value_lr``),
     a frozen reference copy when ``algo.kl_coef > 0``, and ``update`` (PPO epochs)."""
 
-    def __init__(self, policy: Any, cfg: Any, temperature: float, use_value: bool):
+    def __init__(self, policy: Any, cfg: Any, temperature: float):
         algo = cfg.algo
         self.policy, self.algo, self.precision = policy, algo, cfg.policy.precision
-        self.temperature, self.use_value = temperature, use_value
-        critic = [] if policy.critic is None else list(policy.critic.parameters())
-        head = [p for p in [*policy.value_head.parameters(), *critic] if p.requires_grad]
-        body = [p for p in policy.parameters() if p.requires_grad and all(p is not h for h in head)]
+        self.temperature, self.use_value = temperature, estimator_name(algo) == "gae"  # only GAE reads values
+        if algo.freeze_vision:
+            policy.freeze_vision()
+        self.lora = cfg.policy.lora_rank > 0
+        groups = policy.param_groups()
         self.optimizer = torch.optim.AdamW(
-            [{"params": body, "lr": algo.lr}, {"params": head, "lr": algo.value_lr}], weight_decay=0.0
+            [{"params": groups["policy"], "lr": algo.lr}, {"params": groups["value"], "lr": algo.value_lr}],
+            weight_decay=0.0,
         )
         warm = max(algo.lr_warmup_steps, 1)  # policy steps; the value head starts at its full rate
         policy_warmup, value_constant = (lambda step: min(1.0, (step + 1) / warm)), (lambda step: 1.0)
@@ -71,30 +124,25 @@ class Learner:
         ]
         taken = 0
         for mb in steps:
-            kl = 0.0
-            for m0 in range(0, len(mb), micro):
-                rows = torch.as_tensor(mb[m0 : m0 + micro])
-                t, bb = t_idx[rows], b_idx[rows]
-                metrics = self.backward(batch, adv, ret, t, bb, len(rows) / len(mb), warmup, use_value)
-                for k, v in metrics.items():
-                    sums[k] += v * len(rows)
-                count += len(rows)
-                kl += metrics.get("policy/approx_kl", 0.0) * len(rows) / len(mb)
-            if algo.target_kl and not warmup and kl > algo.target_kl:
+            parts = [torch.as_tensor(mb[m0 : m0 + micro]) for m0 in range(0, len(mb), micro)]
+            metrics = accumulate(
+                (len(r) / len(mb), lambda r=r: self.loss_of(batch, adv, ret, t_idx[r], b_idx[r], warmup, use_value))
+                for r in parts
+            )
+            for k, v in metrics.items():
+                sums[k] += v * len(mb)
+            count += len(mb)
+            if algo.target_kl and not warmup and metrics.get("policy/approx_kl", 0.0) > algo.target_kl:
                 self.optimizer.zero_grad(set_to_none=True)  # this minibatch's step would leave the trust region
                 break
             taken += 1
             if warmup:  # critic warm-up trains the value head (and a separate critic) only
                 for p in self.optimizer.param_groups[0]["params"]:
                     p.grad = None
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                [p for g in self.optimizer.param_groups for p in g["params"]], algo.grad_clip
-            )
-            self.optimizer.step()
-            if not warmup:  # the policy's lr warm-up starts with its first update
-                self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            sums["grad_norm"] += float(grad_norm) * len(mb)
+            # the policy's lr warm-up starts with its first update
+            sums["grad_norm"] += clip_and_step(
+                self.optimizer, algo.grad_clip, None if warmup else self.scheduler
+            ) * len(mb)
         policy.eval()
         means = {k: v / max(count, 1) for k, v in sums.items()}
         return means | {"update_skipped": 0.0, "samples": n, "steps_taken": taken / len(steps)}
@@ -112,17 +160,17 @@ class Learner:
             t, b = t_idx[i : i + chunk], b_idx[i : i + chunk]
             with autocast(self.policy.device, self.precision):
                 inputs = self.policy.prepare(batch.observation(t, b))
-                tokens = batch.tokens[t, b].to(self.policy.device)
+                tokens = batch.action_tokens[t, b].to(self.policy.device)
                 logprob[t, b] = self.policy.evaluate(inputs, tokens, self.temperature)[0].float().cpu()
         return logprob
 
-    def backward(self, batch, adv, ret, t, b, scale: float, warmup: bool, use_value: bool) -> dict[str, float]:
-        """Accumulate ``scale`` x the loss gradient of steps ``(t[i], b[i])`` into ``.grad``; returns its metrics."""
+    def loss_of(self, batch, adv, ret, t, b, warmup: bool, use_value: bool) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of steps ``(t[i], b[i])`` of ``batch`` and its metrics."""
         policy = self.policy
         with autocast(policy.device, self.precision):
-            loss, metrics = self.loss(
+            return self.loss(
                 policy.prepare(batch.observation(t, b)),
-                batch.tokens[t, b].to(policy.device),
+                batch.action_tokens[t, b].to(policy.device),
                 batch.logprob[t, b],
                 adv[t, b],
                 batch.value[t, b],
@@ -130,16 +178,17 @@ class Learner:
                 warmup,
                 use_value,
             )
-        (loss * scale).backward()
-        return metrics
 
     def loss(self, inputs, tokens, old_logp, adv, old_value, ret, warmup: bool, use_value: bool):
         """The PPO loss of one micro-batch (policy, value, KL to the reference) and its metrics."""
         algo, dev = self.algo, self.policy.device
         logp, entropy, value = self.policy.evaluate(inputs, tokens, self.temperature)
         old_logp, adv, old_value, ret = (x.to(dev) for x in (old_logp, adv, old_value, ret))
-        if algo.logprob_granularity == "action":
-            logp, old_logp = logp.sum(-1, keepdim=True), old_logp.sum(-1, keepdim=True)
+        logp, old_logp = (
+            at_granularity(logp, algo.logprob_granularity),
+            at_granularity(old_logp, algo.logprob_granularity),
+        )
+        entropy = entropy.flatten(1)
         mask = torch.ones_like(logp, dtype=torch.bool)
         pg, metrics = algorithms.get_policy_loss(algo.policy_loss)(
             logp,
@@ -174,18 +223,34 @@ class Learner:
         if self.reference is not None:
             with torch.no_grad():
                 ref_logp = self.reference.evaluate(inputs, tokens, self.temperature)[0]
-            if algo.logprob_granularity == "action":
-                ref_logp = ref_logp.sum(-1, keepdim=True)
+            ref_logp = at_granularity(ref_logp, algo.logprob_granularity)
             kl = algorithms.aggregate(algorithms.kl_penalty(logp, ref_logp, algo.kl_kind), mask, algo.agg)
             loss = loss + algo.kl_coef * kl
             metrics["policy/kl_ref"] = kl.item()
         return loss, metrics
 
     def save(self, folder: Path) -> None:
-        """``optimizer.pt`` and ``scheduler.pt`` in ``folder``."""
+        """The train state in ``folder``: ``policy/`` (the exported policy, every weight once), with LoRA also
+        ``adapters.safetensors`` (the trained adapters and heads: the export merges adapters), ``optimizer.pt``,
+        ``scheduler.pt`` and ``rng.safetensors`` (torch's global RNG)."""
+        self.policy.save(folder / "policy")
+        if self.lora:
+            trainable = {k: v.detach().cpu().contiguous() for k, v in self.policy.named_parameters() if v.requires_grad}
+            save_file(trainable, folder / "adapters.safetensors")
         torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
         torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
+        save_file({"torch_rng": torch.get_rng_state()}, folder / "rng.safetensors")
 
     def load(self, folder: Path) -> None:
+        """The train state ``save`` wrote; with LoRA the base weights stay as built (frozen), the rest as trained."""
+        if self.lora:
+            trained = load_file(folder / "adapters.safetensors")
+            missing = {k for k, v in self.policy.named_parameters() if v.requires_grad} - set(trained)
+            if missing:
+                raise ValueError(f"{folder}/adapters.safetensors lacks trainable tensors: {sorted(missing)[:5]}")
+            self.policy.load_state_dict(trained, strict=False)
+        else:  # full fine-tuning: the exported policy holds every weight, bit-exact (fp32 safetensors)
+            self.policy.load(folder / "policy")
         self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
         self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+        torch.set_rng_state(load_file(folder / "rng.safetensors")["torch_rng"])

@@ -7,7 +7,6 @@ it. Checkpoints (OpenVLA layout, LoRA merged) go to ``<run>/checkpoints/{step_N,
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import shutil
@@ -22,11 +21,11 @@ from tqdm import tqdm
 from vlarl.config.loader import save_config
 from vlarl.config.run import config_hash
 from vlarl.config.schema import DemosCommand, SFTCommand, TrainCommand
-from vlarl.data.dataset import DemoDataset
+from vlarl.data.dataset import DemoDataset, action_chunks
 from vlarl.demos import collect_demos
+from vlarl.learner import accumulate, autocast, clip_and_step
 from vlarl.policies import ActionNormStats, make_policy
-from vlarl.policies.openvla.checkpoint import save_pretrained
-from vlarl.policies.openvla.lora import merged_copy
+from vlarl.rollout.schema import gather_obs
 from vlarl.utils.metrics import MetricLogger
 
 
@@ -42,21 +41,16 @@ def lr_lambda(warmup: int, total: int, min_ratio: float):
     return f
 
 
-def uses_bf16(device: torch.device, precision: str) -> bool:
-    """Whether ``precision`` means bf16 autocast on ``device``: asked for, or ``auto`` on a CUDA device with bf16."""
-    return precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
-
-
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast where ``uses_bf16``; else nothing."""
-    use = uses_bf16(device, precision)
-    return torch.autocast(device.type, dtype=torch.bfloat16) if use else contextlib.nullcontext()
-
-
 def save_checkpoint(policy: Any, cfg: Any, path: Path) -> None:
-    """The policy (LoRA merged) in OpenVLA layout, plus the run config that produced it."""
-    save_pretrained(merged_copy(policy), path)
+    """The policy in its family's layout (LoRA merged), plus the run config that produced it."""
+    policy.save(path)
     save_config(cfg, path / "run_config.yaml")
+
+
+def sft_loss(policy: Any, frames: dict[str, Any], targets: torch.Tensor, idx: np.ndarray, cfg: SFTCommand):
+    """The policy's supervised loss on demo frames ``idx`` (targets ``[N, K, A]``) and its metrics."""
+    with autocast(policy.device, cfg.policy.precision):
+        return policy.sft_loss(policy.prepare(gather_obs(frames, idx)), targets[idx])
 
 
 def run_sft(cfg: SFTCommand, run_dir: Path, console: Console | None = None) -> Path:
@@ -77,7 +71,7 @@ def run_sft(cfg: SFTCommand, run_dir: Path, console: Console | None = None) -> P
         ActionNormStats.from_actions(frames["action"]),
         sorted(set(frames["instruction"])),
     )
-    targets = policy.encode_actions(frames["action"])
+    targets = policy.encode_actions(action_chunks(frames["action"], frames["episode_index"], policy.chunk_len))
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.sft.lr, weight_decay=cfg.sft.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -91,25 +85,11 @@ def run_sft(cfg: SFTCommand, run_dir: Path, console: Console | None = None) -> P
     policy.train()
     bar = tqdm(range(cfg.sft.steps), desc="sft", unit="step")
     for step in bar:
-        metrics = {"loss": 0.0, "token_accuracy": 0.0}
-        for _ in range(cfg.sft.grad_accum):
-            idx = rng.integers(0, n, micro)
-            obs = {
-                "image": frames["image"][idx],
-                "proprio": frames["proprio"][idx],
-                "instruction": [frames["instruction"][i] for i in idx],
-            }
-            with autocast(policy.device, cfg.policy.precision):
-                loss, m = policy.sft_loss(policy.prepare(obs), targets[idx])
-            (loss / cfg.sft.grad_accum).backward()
-            for k in metrics:
-                metrics[k] += m[k] / cfg.sft.grad_accum
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.sft.grad_clip if cfg.sft.grad_clip > 0 else math.inf)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        schedule.step()
+        idx = [rng.integers(0, n, micro) for _ in range(cfg.sft.grad_accum)]
+        metrics = accumulate((1 / len(idx), lambda i=i: sft_loss(policy, frames, targets, i, cfg)) for i in idx)
+        metrics["grad_norm"] = clip_and_step(optimizer, cfg.sft.grad_clip, schedule)
         if step % cfg.sft.log_every == 0 or step == cfg.sft.steps - 1:
-            metrics.update(grad_norm=float(grad_norm), lr=schedule.get_last_lr()[0])
+            metrics["lr"] = schedule.get_last_lr()[0]
             logger.log({f"sft/{k}": v for k, v in metrics.items()}, step)
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['token_accuracy']:.2f}")
         if (step + 1) % cfg.sft.save_every == 0 and step + 1 < cfg.sft.steps:

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from vlarl.learner import autocast
 from vlarl.policies.base import GREEDY
 from vlarl.policies.openvla.factory import build_policy
-from vlarl.sft import autocast
 
 pytestmark = pytest.mark.gpu
 
@@ -37,7 +37,7 @@ def test_bf16_autocast_sft_step_lowers_the_loss():
     torch.manual_seed(0)
     policy = build_policy("tiny", 4).cuda()
     inputs = policy.prepare(_obs())
-    targets = policy.encode_actions(np.zeros((4, 4)))
+    targets = policy.encode_actions(np.zeros((4, 1, 4)))
     optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-3)
     losses = []
     for _ in range(10):

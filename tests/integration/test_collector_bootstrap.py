@@ -29,14 +29,14 @@ class ExpertOnEnv0:
 
     def __init__(self, policy):
         self.policy, self.expert = policy, MetaWorldExpert("reach-v3")
-        self.device = policy.device
+        self.device, self.chunk_len = policy.device, policy.chunk_len
 
     def act(self, obs, sampling=SAMPLE, generator=None):
         out = self.policy.act(obs, sampling, generator)
         if "state" not in obs:  # a bootstrap value call on final observations: only the value is read
             return out
         actions = np.zeros_like(out.actions)
-        actions[0] = self.expert(obs["state"][0])
+        actions[0, 0] = self.expert(obs["state"][0])
         return dataclasses.replace(out, actions=actions)
 
 
@@ -50,9 +50,9 @@ class RecordFinal:
         self.t = 0
         return self.venv.reset(seed=seed, options=options)
 
-    def step(self, actions):
-        obs, reward, term, trunc, info = self.venv.step(actions)
-        for b in np.flatnonzero(trunc):
+    def step_chunk(self, actions):
+        obs, reward, term, trunc, info = self.venv.step_chunk(actions)
+        for b in np.flatnonzero(trunc.any(1)):
             self.final.setdefault(b, {k: info[f"final_{k}"][b] for k in ("image", "proprio")})
         self.t += 1
         return obs, reward, term, trunc, info
@@ -138,8 +138,8 @@ def test_collector_step_budget_cut_bootstraps_from_the_last_observation(trainer)
     obs_log = []
 
     class Log(RecordFinal):
-        def step(self, actions):
-            out = super().step(actions)
+        def step_chunk(self, actions):
+            out = super().step_chunk(actions)
             obs_log.append({k: out[0][k].copy() for k in ("image", "proprio")})
             return out
 

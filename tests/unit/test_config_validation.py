@@ -24,7 +24,7 @@ BAD = [
     ("train", "algo.gamma=1.2", "algo.gamma=1.2", ">= 0 and <= 1"),
     ("train", "algo.lam=-0.1", "algo.lam=-0.1", ">= 0 and <= 1"),
     ("train", "algo.group_size=0", "algo.group_size=0", ">= 1"),
-    ("train", "algo.logprob_granularity=chunk", "algo.logprob_granularity='chunk'", "'token', 'action'"),
+    ("train", "algo.logprob_granularity=step", "algo.logprob_granularity='step'", "'token', 'action', 'chunk'"),
     ("train", "algo.agg=sum", "algo.agg='sum'", "'token-mean'"),
     ("train", "algo.step_weight=token", "algo.step_weight='token'", "'step', 'episode'"),
     ("train", "algo.value_loss=l1", "algo.value_loss='l1'", "'squared', 'huber'"),

@@ -31,9 +31,9 @@ def test_rollout_and_learner_logprobs_agree(arch, value_position):
     assert not torch.allclose(policy.evaluate(out.inputs, out.tokens)[0], out.logprob)  # T=1 scores differ
     torch.testing.assert_close(logp, out.logprob, atol=1e-5, rtol=0)
     torch.testing.assert_close(value, out.value, atol=1e-5, rtol=0)
-    assert logp.shape == entropy.shape == (3, 4) and value.shape == (3,)
+    assert logp.shape == entropy.shape == out.tokens.shape == (3, 1, 4) and value.shape == (3,)
     assert (entropy > 0).all() and (entropy <= np.log(256) + 1e-4).all()
-    assert out.actions.shape == (3, 4) and np.abs(out.actions).max() <= 1
+    assert out.actions.shape == (3, 1, 4) and np.abs(out.actions).max() <= 1
 
 
 def test_sampling_only_emits_action_ids_and_greedy_is_argmax():
@@ -44,8 +44,8 @@ def test_sampling_only_emits_action_ids_and_greedy_is_argmax():
     assert out.tokens.min() >= first and out.tokens.max() < first + 256
     greedy = policy.act(_obs(), GREEDY)
     logp, _, _ = policy.evaluate(greedy.inputs, greedy.tokens)
-    logits = policy.forward_tokens(greedy.inputs, greedy.tokens)[0][..., first : first + 256]
-    assert torch.equal(greedy.tokens - first, logits.argmax(-1))
+    logits = policy.forward_tokens(greedy.inputs, greedy.tokens[:, 0])[0][..., first : first + 256]
+    assert torch.equal(greedy.tokens[:, 0] - first, logits.argmax(-1))
     assert torch.equal(policy.act(_obs(), GREEDY).tokens, greedy.tokens)
 
 
@@ -97,7 +97,7 @@ def test_sft_overfits_one_small_batch():
     torch.manual_seed(0)
     policy = build_policy("tiny", 4)
     obs = _obs()
-    targets = policy.encode_actions(np.random.default_rng(0).uniform(-1, 1, (3, 4)))
+    targets = policy.encode_actions(np.random.default_rng(0).uniform(-1, 1, (3, 1, 4)))
     optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-3)
     inputs = policy.prepare(obs)
     first = None
@@ -109,6 +109,26 @@ def test_sft_overfits_one_small_batch():
         optimizer.zero_grad()
     assert first > 5.0  # ~log(vocab) at initialisation
     assert loss.item() < 0.1 and metrics["token_accuracy"] == 1.0
+
+
+def test_one_step_family_rejects_chunks():
+    policy = build_policy("tiny", 4).eval()
+    out = policy.act(_obs())
+    with pytest.raises(ValueError, match=r"tokens \[B, 1, A=4\], got \[3, 2, 4\]"):
+        policy.evaluate(out.inputs, out.tokens.repeat(1, 2, 1))
+
+
+def test_param_groups_split_value_head_and_critic_from_the_policy():
+    for critic in ("shared", "separate"):
+        policy = build_policy("tiny", 4, critic=critic)
+        groups = policy.param_groups()
+        value = {id(p) for p in groups["value"]}
+        assert value == {id(p) for m in (policy.value_head, policy.critic) if m is not None for p in m.parameters()}
+        assert not value & {id(p) for p in groups["policy"]}
+        assert len(groups["policy"]) + len(groups["value"]) == len(list(policy.parameters()))
+    policy.freeze_vision()
+    frozen = {id(p) for p in policy.model.vision_backbone.parameters()}
+    assert not frozen & {id(p) for g in policy.param_groups().values() for p in g}
 
 
 def test_lr_schedule_hand_values():

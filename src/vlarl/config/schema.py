@@ -222,7 +222,10 @@ class AlgoConfig:
         choices=("ppo",),
     )
     logprob_granularity: str = doc(
-        "action", "'token': one ratio per action token; 'action': sum over the A tokens.", choices=("token", "action")
+        "action",
+        "'token': one ratio per action token; 'action': sum over the A tokens of each action; 'chunk': sum over "
+        "the K x A tokens of a decision (the same as 'action' for single-step policies).",
+        choices=("token", "action", "chunk"),
     )
     clip_low: float = doc(0.2, "PPO clip below (ratio >= 1 - clip_low).", gt=0, lt=1)
     clip_high: float = doc(0.28, "PPO clip above (ratio <= 1 + clip_high; clip-higher).", gt=0)

@@ -136,3 +136,17 @@ class DemoDataset:
         out["episode_index"] = np.concatenate([np.full(ep["length"], ep["episode_index"]) for ep in self.episodes])
         out["instruction"] = [ep["instruction"] for ep in self.episodes for _ in range(ep["length"])]
         return out
+
+
+def action_chunks(action: np.ndarray, episode_index: np.ndarray, k: int) -> np.ndarray:
+    """Per frame, its action and the next ``k - 1`` of its episode: ``[N, A]`` -> ``[N, k, A]``.
+
+    Near an episode's end the chunk is padded with the episode's last action (frames of one episode are
+    contiguous, in order).
+    """
+    n = len(action)
+    ahead = np.arange(n)[:, None] + np.arange(k)[None, :]  # [N, k]
+    last = np.zeros(n, np.int64)  # index of the last frame of each frame's episode
+    ends = np.flatnonzero(np.r_[episode_index[1:] != episode_index[:-1], True])
+    last[:] = np.repeat(ends, np.diff(np.r_[-1, ends]))
+    return action[np.minimum(ahead, last[:, None])]

@@ -1,12 +1,14 @@
 """What the trainer, evaluation and rollout code may use of a policy: ``VLAPolicy``, ``Sampling``, ``ActOutput``.
 
-Shapes: B envs (or learner rows), A action dims. A policy family (a folder under ``policies/``) implements
-the protocol; nothing outside ``policies/`` reads a family's attributes.
+Shapes: B envs (or learner rows), K chunk length (actions per decision, ``policy.chunk_len``; 1 for
+single-step policies), A action dims. A policy family (a folder under ``policies/``) implements the
+protocol, on a ``torch.nn.Module``; nothing outside ``policies/`` reads a family's attributes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -36,10 +38,10 @@ GREEDY = Sampling(greedy=True)
 class ActOutput:
     """Rollout output for B envs and A action dims."""
 
-    actions: np.ndarray  # [B, A] env actions (un-normalised)
-    tokens: torch.Tensor  # [B, A] int64 sampled token ids
-    logprob: torch.Tensor  # [B, A] per-token log-probs at the sampling temperature (sum over A: the action's)
-    value: torch.Tensor  # [B]
+    actions: np.ndarray  # [B, K, A] env actions (un-normalised), run open-loop by ``VectorEnv.step_chunk``
+    tokens: torch.Tensor  # [B, K, A] int64 sampled token ids
+    logprob: torch.Tensor  # [B, K, A] per-token log-probs at the sampling temperature (sum over A: the action's)
+    value: torch.Tensor | None  # [B], or None for a policy without a value head
     inputs: dict[str, torch.Tensor]  # the model inputs, for the learner
 
 
@@ -48,6 +50,7 @@ class VLAPolicy(Protocol):
     """A VLA as an RL policy: batched rollout ``act`` and the learner's teacher-forced ``evaluate``."""
 
     action_dim: int
+    chunk_len: int
 
     @property
     def device(self) -> torch.device: ...
@@ -63,10 +66,24 @@ class VLAPolicy(Protocol):
     def evaluate(
         self, inputs: dict[str, torch.Tensor], tokens: torch.Tensor, temperature: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Log-probs ``[B, A]`` and entropies ``[B, A]`` at ``temperature``, values ``[B]``."""
+        """The learner's pass over ``tokens [B, K, A]``: log-probs and entropies ``[B, K, A]`` at ``temperature``,
+        values ``[B]`` (zeros without a value head)."""
 
     def sft_loss(self, inputs: dict[str, torch.Tensor], tokens: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """Supervised loss on demonstration ``tokens``; returns (loss, metrics)."""
+        """Supervised loss on demonstration ``tokens [B, K, A]``; returns (loss, metrics)."""
 
     def encode_actions(self, env_actions: np.ndarray) -> torch.Tensor:
-        """Env actions ``[B, A]`` -> target tokens ``[B, A]``."""
+        """Env actions ``[B, K, A]`` -> target tokens ``[B, K, A]``."""
+
+    def param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
+        """Trainable parameters by optimizer group: ``policy`` and ``value`` (value head and any critic)."""
+
+    def freeze_vision(self) -> None:
+        """Stop training the vision encoder(s)."""
+
+    def save(self, path: str | Path) -> None:
+        """Write the policy to folder ``path`` in its family's checkpoint layout (adapters merged); the family's
+        builder loads it back (``policy.checkpoint=<path>``)."""
+
+    def load(self, path: str | Path) -> None:
+        """Set this policy's weights from a folder ``save`` wrote (same architecture), bit-exact."""

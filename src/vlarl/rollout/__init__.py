@@ -1,5 +1,6 @@
-"""Trajectory batches and the serial collector."""
+"""Trajectory batches (``schema``) and the serial collector."""
 
-from vlarl.rollout.collector import Batch, collect_episodes
+from vlarl.rollout.collector import collect_episodes
+from vlarl.rollout.schema import SCHEMA, Batch, concat_batches, gather_obs
 
-__all__ = ["Batch", "collect_episodes"]
+__all__ = ["SCHEMA", "Batch", "collect_episodes", "concat_batches", "gather_obs"]

@@ -67,3 +67,18 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def point_to(pointer: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Make folder ``pointer`` (e.g. ``checkpoints/latest``) name its sibling ``target`` in a ``CHECKPOINT`` file,
+    atomically: a reader sees the old target or the new one."""
+    with atomic_dir(pointer) as tmp:
+        (tmp / "CHECKPOINT").write_text(Path(target).name + "\n")
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """``path``, or the sibling its ``CHECKPOINT`` file names (``point_to``)."""
+    path = Path(path)
+    if (path / "CHECKPOINT").is_file():
+        path = path.parent / (path / "CHECKPOINT").read_text().strip()
+    return path

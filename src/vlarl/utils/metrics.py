@@ -49,3 +49,34 @@ class MetricLogger:
         if self.wandb is not None:
             self.wandb.finish()
             self.wandb = None
+
+
+def rollout_metrics(batch: Any) -> dict[str, float]:
+    """The logged figures of a rollout batch (``rollout/``, ``env/``): success of every collected episode and of
+    those kept for training (overall and per task: does the shared policy trade one task for another?)."""
+    episodes = max(batch.success.numel(), 1)
+    row = {
+        "rollout/success": batch.stats["success"],  # every collected episode, before dynamic sampling
+        "rollout/episodes": batch.stats["episodes"],
+        "rollout/kept_success": batch.success.float().mean().item(),
+        "rollout/kept_episodes": batch.success.numel(),
+        "rollout/episode_length": batch.length.float().mean().item(),
+        "env/reward": (batch.reward * batch.mask).sum().item() / episodes,
+        "env/steps": int(batch.length.sum()),
+    }
+    for task in sorted(set(batch.task)):
+        won = [ok for t, ok in zip(batch.task, batch.success.tolist()) if t == task]
+        row[f"rollout/kept_success/{task}"] = sum(won) / len(won)
+    return row
+
+
+def perf_metrics(timing: dict[str, float], env_steps: int, epochs: int, rss: dict[str, Any]) -> dict[str, float]:
+    """``timing/<stage>`` seconds, throughput (env steps/s of collection; learner samples/s over the epochs) and
+    resident memory (MB) of the driver and the largest env worker."""
+    row = {f"timing/{k}": v for k, v in timing.items()}
+    row["perf/env_steps_per_s"] = env_steps / max(timing.get("collect", 1e-9), 1e-9)
+    row["perf/samples_per_s"] = env_steps * epochs / max(timing.get("update", 1e-9), 1e-9)
+    row["perf/rss_driver_mb"] = rss["driver"]
+    if rss["workers"]:
+        row["perf/rss_env_worker_max_mb"] = max(rss["workers"])
+    return row

@@ -54,3 +54,16 @@ def line_panels(path: str | Path, x: list[float], panels: dict[str, dict[str, li
     image.save(buffer, format="PNG")
     atomic_write_bytes(path, buffer.getvalue())
     return Path(path)
+
+
+def learning_curve(path: str | Path, history: list[dict[str, float]], evals: dict[int, float], last: int) -> Path:
+    """Rollout and eval success, and return per episode, against the iteration: ``history`` holds the logged rows
+    of iterations ``last - len(history) .. last - 1``, ``evals`` eval success by iteration (up to ``last``)."""
+    its = list(range(last - len(history), last + 1))
+    rollout = [r["rollout/success"] for r in history] + [float("nan")]
+    ret = [r["env/reward"] for r in history] + [float("nan")]
+    panels = {
+        "success": {"rollouts": rollout, "eval": [evals.get(i, float("nan")) for i in its]},
+        "return per episode": {"rollouts": ret},
+    }
+    return line_panels(path, its, panels, "iteration")

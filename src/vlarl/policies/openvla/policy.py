@@ -9,6 +9,7 @@ so with equal weights ``act`` and ``evaluate`` give the same log-probs.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,8 @@ class ValueHead(nn.Module):
 
 
 class OpenVLAPolicy(nn.Module):
+    """One decision is one action (``chunk_len`` 1): its A tokens decoded one after another."""
+
     DEFAULT_PROMPT = "In: What action should the robot take to {instruction}?\nOut:"
 
     def __init__(
@@ -60,6 +63,7 @@ class OpenVLAPolicy(nn.Module):
         self.action_tokenizer = ActionTokenizer(action_vocab_size or len(tokenizer), model.config.n_action_bins)
         self.norm_stats = norm_stats
         self.action_dim = action_dim
+        self.chunk_len = 1
         self.prompt = prompt
         self.value_position = value_position
         self.value_head = ValueHead(model.hidden_size)
@@ -73,6 +77,32 @@ class OpenVLAPolicy(nn.Module):
         for model in (self.model, self.critic):
             if model is not None:
                 model.vision_backbone.requires_grad_(False)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters: ``value`` (the value head and a separate critic) and ``policy`` (the rest)."""
+        value = [*self.value_head.parameters(), *(self.critic.parameters() if self.critic is not None else [])]
+        ids = {id(p) for p in value}
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        return {
+            "policy": [p for p in trainable if id(p) not in ids],
+            "value": [p for p in trainable if id(p) in ids],
+        }
+
+    def save(self, path: str | Path) -> None:
+        """The OpenVLA layout (``checkpoint.save_pretrained``), LoRA adapters merged."""
+        from vlarl.policies.openvla.checkpoint import save_pretrained
+        from vlarl.policies.openvla.lora import merged_copy
+
+        save_pretrained(merged_copy(self), path)
+
+    def load(self, path: str | Path) -> None:
+        """Every weight from a folder ``save`` wrote; with LoRA the export is merged, so load the adapters."""
+        from vlarl.policies.openvla.checkpoint import load_pretrained
+
+        if getattr(self, "lora", None) is not None:
+            raise ValueError(f"{path} holds merged weights; a LoRA policy loads its adapters with load_state_dict")
+        critic = "shared" if self.critic is None else "separate"
+        self.load_state_dict(load_pretrained(path, critic=critic).state_dict())
 
     @property
     def device(self) -> torch.device:
@@ -160,7 +190,8 @@ class OpenVLAPolicy(nn.Module):
         else:
             value = self._value(*self._hidden(self.critic, inputs, tokens_t)[1:])
         normalised = self.action_tokenizer.decode(tokens_t.cpu().numpy())
-        return ActOutput(self.norm_stats.unnormalize(normalised), tokens_t, torch.stack(logps, dim=1), value, inputs)
+        actions = self.norm_stats.unnormalize(normalised)[:, None]
+        return ActOutput(actions, tokens_t[:, None], torch.stack(logps, dim=1)[:, None], value, inputs)
 
     def forward_tokens(self, inputs: dict[str, torch.Tensor], tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Teacher-forced pass over prefix + ``tokens [B, A]``.
@@ -182,7 +213,9 @@ class OpenVLAPolicy(nn.Module):
     def evaluate(
         self, inputs: dict[str, torch.Tensor], tokens: torch.Tensor, temperature: float = 1.0
     ) -> tuple[torch.Tensor, ...]:
-        """Learner pass: per-token log-probs ``[B, A]`` and entropies ``[B, A]`` at ``temperature``, values ``[B]``."""
+        """Learner pass over ``tokens [B, 1, A]``: per-token log-probs and entropies ``[B, 1, A]`` at
+        ``temperature``, values ``[B]``."""
+        tokens = self._one_step(tokens)
         logits, prefix_hidden, mask, first_action_hidden = self.forward_tokens(inputs, tokens)
         logp = self._restricted(logits, temperature)
         idx = (tokens - self.action_tokenizer.first_id).clamp(0, self.action_tokenizer.n_bins - 1)
@@ -190,15 +223,23 @@ class OpenVLAPolicy(nn.Module):
         entropy = -(logp.exp() * logp).sum(-1)
         if self.critic is not None:
             prefix_hidden, mask, first_action_hidden = self._hidden(self.critic, inputs, tokens)[1:]
-        return token_logp, entropy, self._value(prefix_hidden, mask, first_action_hidden)
+        value = self._value(prefix_hidden, mask, first_action_hidden)
+        return token_logp[:, None], entropy[:, None], value
 
     def sft_loss(self, inputs: dict[str, torch.Tensor], tokens: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """Cross-entropy (full vocabulary, as OpenVLA) on the action tokens only; returns (loss, metrics)."""
+        """Cross-entropy (full vocabulary, as OpenVLA) on the action tokens ``[B, 1, A]``; returns (loss, metrics)."""
+        tokens = self._one_step(tokens)
         logits = self.forward_tokens(inputs, tokens)[0].float()
         loss = nn.functional.cross_entropy(logits.flatten(0, 1), tokens.flatten())
         accuracy = (logits.argmax(-1) == tokens).float().mean()
         return loss, {"loss": loss.item(), "token_accuracy": accuracy.item()}
 
     def encode_actions(self, env_actions: np.ndarray) -> torch.Tensor:
-        """Env actions ``[B, A]`` -> target token ids ``[B, A]`` (normalise, then discretise)."""
+        """Env actions ``[..., A]`` -> target token ids ``[..., A]`` (normalise, then discretise)."""
         return torch.as_tensor(self.action_tokenizer.encode(self.norm_stats.normalize(env_actions)), device=self.device)
+
+    def _one_step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``[B, 1, A]`` -> ``[B, A]``; this family decides one action at a time."""
+        if tokens.dim() != 3 or tokens.shape[1] != 1 or tokens.shape[2] != self.action_dim:
+            raise ValueError(f"openvla scores tokens [B, 1, A={self.action_dim}], got {list(tokens.shape)}")
+        return tokens[:, 0]

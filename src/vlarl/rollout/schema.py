@@ -1,0 +1,191 @@
+"""The rollout batch: the one type that moves collector -> scorer -> advantages -> learner.
+
+Every key is declared once in ``SCHEMA`` with its dtype and named dims. Dims: T chunk-steps (one policy
+decision each), B envs (episodes), K chunk length (actions per decision; 1 for single-step policies), A action
+dims, V camera views, H x W pixels, P proprio dims. Observations stay numpy (uint8 images are the bulk of a
+batch; the policy converts the rows it reads), everything else is torch.
+
+A step's ``reward`` is the sum of the rewards of the env steps its chunk ran (reward granularity "chunk"; for
+K = 1 the env step's). ``gather_obs`` is the one place observation rows are cut out of arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Key:
+    dtype: str  # numpy/torch dtype name; "str" for a list of strings
+    dims: tuple[str, ...]
+    doc: str
+
+
+SCHEMA: dict[str, Key] = {
+    "image": Key("uint8", ("T", "B", "V", "H", "W", "C"), "the observation the step's action was chosen from"),
+    "proprio": Key("float32", ("T", "B", "P"), "proprioception at that observation"),
+    "instruction": Key("str", ("B",), "the task instruction (fixed within an episode)"),
+    "action_tokens": Key("int64", ("T", "B", "K", "A"), "the sampled action tokens (the learner scores these)"),
+    "actions": Key("float32", ("T", "B", "K", "A"), "the env actions they decode to (un-normalised)"),
+    "logprob": Key("float32", ("T", "B", "K", "A"), "per-token log-probs at sampling time"),
+    "value": Key("float32", ("T", "B"), "V(s_t) at sampling time (0 for a policy without a value head)"),
+    "next_value": Key(
+        "float32",
+        ("T", "B"),
+        "V(s_{t+1}): value[t+1] inside an episode, V(final obs) where truncated, 0 where terminated or masked",
+    ),
+    "reward": Key("float32", ("T", "B"), "summed over the env steps of the chunk"),
+    "terminated": Key("bool", ("T", "B"), "the episode ended at this step by success (no bootstrap)"),
+    "truncated": Key("bool", ("T", "B"), "the episode was cut at this step (bootstrap from next_value)"),
+    "mask": Key("bool", ("T", "B"), "the step belongs to the env's episode"),
+    "policy_version": Key("int64", ("T", "B"), "the version of the weights that chose the action"),
+    "group_id": Key("int64", ("B",), "envs with the same id share task and initial state (GRPO)"),
+    "task": Key("str", ("B",), "the task name"),
+    "success": Key("bool", ("B",), "the episode succeeded"),
+    "length": Key("int64", ("B",), "the episode's env steps"),
+}
+OBS_KEYS = ("image", "proprio", "instruction")
+
+
+def gather_obs(obs: dict[str, Any], index: Any, instruction_index: Any = None) -> dict[str, Any]:
+    """The rows ``index`` of an observation dict as a policy input dict.
+
+    ``index`` selects along the leading dim(s) of ``obs["image"]`` / ``obs["proprio"]``: an int array ``[N]``, a
+    bool mask, or a ``(t, b)`` pair of int arrays ``[N]`` for time-major ``[T, B, ...]`` arrays. Instructions are
+    a list over ``instruction_index`` (default: ``index``; ``b`` for a ``(t, b)`` pair).
+    """
+    if isinstance(index, tuple):
+        index = tuple(np.asarray(i) for i in index)
+        rows = index[1] if instruction_index is None else np.asarray(instruction_index)
+    else:
+        index = np.asarray(index)
+        index = index.nonzero()[0] if index.dtype == bool else index
+        rows = index if instruction_index is None else np.asarray(instruction_index)
+    return {
+        "image": obs["image"][index],
+        "proprio": obs["proprio"][index],
+        "instruction": [obs["instruction"][i] for i in rows],
+    }
+
+
+def _dtype(x: Any) -> str:
+    if isinstance(x, list):
+        return "str" if all(isinstance(s, str) for s in x) else "list"
+    return str(x.dtype).removeprefix("torch.")
+
+
+def _shape(x: Any) -> tuple[int, ...]:
+    return (len(x),) if isinstance(x, list) else tuple(x.shape)
+
+
+@dataclass
+class Batch:
+    """A rollout, time-major; the fields are ``SCHEMA``'s keys (see there for dtypes, dims and meaning)."""
+
+    image: np.ndarray
+    proprio: np.ndarray
+    instruction: list[str]
+    action_tokens: torch.Tensor
+    actions: torch.Tensor
+    logprob: torch.Tensor
+    value: torch.Tensor
+    next_value: torch.Tensor
+    reward: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    mask: torch.Tensor
+    policy_version: torch.Tensor
+    group_id: torch.Tensor
+    task: list[str]
+    success: torch.Tensor
+    length: torch.Tensor
+    stats: dict[str, float] = field(default_factory=dict)  # collection-wide figures, e.g. success before filtering
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> dict[str, int]:
+        """Every key has its declared dtype and rank, and each named dim one size; returns ``{dim: size}``.
+
+        Raises ``ValueError`` naming the key, what it holds and what ``SCHEMA`` declares.
+        """
+        sizes: dict[str, int] = {}
+        for name, key in SCHEMA.items():
+            x = getattr(self, name)
+            shape = _shape(x)
+            if _dtype(x) != key.dtype or len(shape) != len(key.dims):
+                raise ValueError(
+                    f"batch key {name!r} is {_dtype(x)} {list(shape)}; the schema declares {key.dtype} {list(key.dims)}"
+                )
+            for dim, size in zip(key.dims, shape):
+                if sizes.setdefault(dim, size) != size:
+                    raise ValueError(
+                        f"batch key {name!r} has {dim}={size}, other keys {dim}={sizes[dim]} (dims {list(key.dims)})"
+                    )
+        return sizes
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.mask.sum())
+
+    @property
+    def chunk_steps(self) -> torch.Tensor:
+        """Policy decisions per episode ``[B]`` (the rows each episode gives the learner)."""
+        return self.mask.sum(0)
+
+    def observation(self, t: torch.Tensor, b: torch.Tensor) -> dict[str, Any]:
+        """The observations of steps ``(t[i], b[i])`` (int tensors ``[N]``) as a policy input dict of N rows."""
+        return gather_obs(vars(self), (t.numpy(), b.numpy()))
+
+    def select(self, cols: list[int]) -> Batch:
+        """The episodes ``cols`` (env columns) of this batch."""
+        idx = torch.as_tensor(cols, dtype=torch.long)
+
+        def take(name: str, x: Any) -> Any:
+            if isinstance(x, list):
+                return [x[c] for c in cols]
+            axis = SCHEMA[name].dims.index("B")
+            return x[(slice(None),) * axis + ((cols,) if isinstance(x, np.ndarray) else (idx,))]
+
+        return Batch(**{name: take(name, getattr(self, name)) for name in SCHEMA})
+
+    def groups_within(self, group_size: int, low: float, high: float) -> Batch:
+        """The groups (runs of ``group_size`` env columns) whose success rate is in ``[low, high]``: dynamic
+        sampling drops the groups whose outcomes all agree, which carry no GRPO advantage."""
+        rate = self.success.float().reshape(-1, group_size).mean(1)
+        ok = ((rate >= low) & (rate <= high)).repeat_interleave(group_size)
+        return self.select(ok.nonzero().squeeze(1).tolist())
+
+
+def _pad_time(x: Any, t: int) -> Any:
+    """``x`` ``[T', ...]`` zero-padded to ``[t, ...]``."""
+    if x.shape[0] == t:
+        return x
+    if isinstance(x, np.ndarray):
+        return np.concatenate([x, np.zeros((t - x.shape[0], *x.shape[1:]), x.dtype)])
+    return torch.cat([x, torch.zeros((t - x.shape[0], *x.shape[1:]), dtype=x.dtype)])
+
+
+def concat_batches(batches: list[Batch]) -> Batch:
+    """Episodes of several batches side by side (``[T_max, sum B]``; padding steps have mask false)."""
+    batches = [b for b in batches if b.success.numel()]
+    if not batches:
+        raise ValueError("no episodes to concatenate")
+    if len(batches) == 1:
+        return batches[0]
+    t_max = max(b.mask.shape[0] for b in batches)
+    out = {}
+    for name, key in SCHEMA.items():
+        parts = [getattr(b, name) for b in batches]
+        if key.dtype == "str":
+            out[name] = [s for p in parts for s in p]
+            continue
+        if key.dims[0] == "T":
+            parts = [_pad_time(p, t_max) for p in parts]
+        axis = key.dims.index("B")
+        out[name] = np.concatenate(parts, axis=axis) if isinstance(parts[0], np.ndarray) else torch.cat(parts, axis)
+    return Batch(**out)
