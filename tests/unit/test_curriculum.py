@@ -52,3 +52,25 @@ def test_state_round_trip_and_bad_settings():
         SuccessCurriculum(TASKS, window=0)
     with pytest.raises(KeyError):
         cur.update(["unknown"], [True])
+
+
+def test_group_schedule_fixed_states_round_robin_and_curriculum():
+    from vlarl.envs.curriculum import GroupSchedule, parse_fixed_states
+
+    rng = np.random.default_rng(0)
+    fixed = parse_fixed_states(["reach@5", "drawer@-2"], TASKS)
+    tasks, seeds = GroupSchedule(TASKS, TASKS * 2, 2, fixed)(iteration=4, rnd=1, rng=rng)  # states (3 + g) % 2
+    assert tasks == ["drawer", "drawer", "reach", "reach", "drawer", "drawer"] and seeds == [-2, -2, 5, 5, -2, -2]
+    tasks, seeds = GroupSchedule(TASKS, TASKS * 2, 2)(iteration=1, rnd=0, rng=rng)
+    assert tasks == ["reach", "reach", "drawer", "drawer", "button", "button"]  # offset 1 * 3 groups + 0
+    assert seeds[0] == seeds[1] != seeds[2] == seeds[3]
+    tasks, _ = GroupSchedule(TASKS, TASKS * 2, 1)(iteration=3, rnd=2, rng=rng)
+    assert tasks == list(TASKS * 2)  # ungrouped: every env keeps its own task
+    cur = SuccessCurriculum(TASKS)
+    cur.update(["reach"] * 20, [True] * 20)  # solved: drawn at the floor weight only
+    tasks, _ = GroupSchedule(TASKS, TASKS * 20, 1, curriculum=cur)(0, 0, rng)
+    assert tasks.count("reach") < 10
+    with pytest.raises(ValueError, match="use trainer.curriculum=none"):
+        GroupSchedule(TASKS, TASKS, 1, fixed, cur)
+    with pytest.raises(ValueError, match=r"'reach@x' is not 'task@seed' with a task of \['reach'"):
+        parse_fixed_states(["reach@x"], TASKS)

@@ -119,12 +119,12 @@ class Batch:
             shape = _shape(x)
             if _dtype(x) != key.dtype or len(shape) != len(key.dims):
                 raise ValueError(
-                    f"batch key {name!r} is {_dtype(x)} {list(shape)}; the schema declares {key.dtype} {list(key.dims)}"
+                    f"batch key {name!r} is {_dtype(x)} {list(shape)}; the schema declares {key.dtype} [{', '.join(key.dims)}]"
                 )
             for dim, size in zip(key.dims, shape):
                 if sizes.setdefault(dim, size) != size:
                     raise ValueError(
-                        f"batch key {name!r} has {dim}={size}, other keys {dim}={sizes[dim]} (dims {list(key.dims)})"
+                        f"batch key {name!r} has {dim}={size}, other keys {dim}={sizes[dim]} (dims [{', '.join(key.dims)}])"
                     )
         return sizes
 

@@ -1,0 +1,53 @@
+"""What the trainer's collection stores is what ran: the env's actions per step, the policy version, the rewards."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from tests.toy.conftest import toy_train_config
+from vlarl.trainer import Trainer
+
+
+class Recording:
+    """Passes a vector env through, keeping every chunk of actions it is sent and the rewards it returns."""
+
+    def __init__(self, venv):
+        self.venv, self.spec, self.sent, self.rewards = venv, venv.spec, [], []
+
+    def reset(self, seed=None, options=None):
+        self.sent, self.rewards = [], []
+        return self.venv.reset(seed=seed, options=options)
+
+    def step_chunk(self, actions):
+        self.sent.append(np.array(actions))
+        out = self.venv.step_chunk(actions)
+        self.rewards.append(out[1].sum(1))
+        return out
+
+    def rss_mb(self):
+        return self.venv.rss_mb()
+
+    def close(self):
+        self.venv.close()
+
+
+def test_the_batch_holds_the_actions_sent_the_rewards_returned_and_the_version(tmp_path, fresh_policy):
+    trainer = Trainer(toy_train_config(fresh_policy, "env.num_envs=8", "env.reward=dense"), tmp_path / "run")
+    trainer.venv = Recording(trainer.venv)
+    trainer.iteration = 3  # as after three updates
+    batch = trainer.collect()
+    sent = torch.as_tensor(np.stack(trainer.venv.sent), dtype=torch.float32)  # [T, B, K, A]
+    assert batch.check()["K"] == 1 and sent.shape == batch.actions.shape
+    mask = batch.mask
+    torch.testing.assert_close(batch.actions[mask], sent[mask], atol=1e-6, rtol=0)
+    rewards = torch.as_tensor(np.stack(trainer.venv.rewards), dtype=torch.float32)
+    torch.testing.assert_close(batch.reward[mask], rewards[mask])
+    assert len(set(batch.reward[mask].tolist())) > 4  # dense rewards differ: the check has teeth
+    assert (batch.policy_version == 3).all()
+    assert batch.length.tolist() == mask.sum(0).tolist()  # one env step per decision
+    decoded = trainer.policy.norm_stats.unnormalize(
+        trainer.policy.action_tokenizer.decode(batch.action_tokens[mask].numpy())
+    )
+    np.testing.assert_allclose(batch.actions[mask].numpy(), decoded, atol=1e-6)  # the tokens decode to the actions
+    trainer.venv.close()
