@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
 
-from vlarl import algorithms
+from vlarl import algorithms, policies
 from vlarl.cli import main
 from vlarl.config import load_config
 from vlarl.config.loader import ConfigError
-from vlarl.config.schema import AlgoConfig
+from vlarl.config.schema import AlgoConfig, PolicyConfig
 
 # (command, override, the key and value the message names, what it says is valid)
 BAD = [
@@ -60,8 +61,14 @@ BAD = [
     ("eval", "eval.temperature=-1", "eval.temperature=-1.0", "> 0"),
     ("sft", "policy.top_p=0", "policy.top_p=0.0", "> 0 and <= 1"),
     ("sft", "policy.precision=fp16", "policy.precision='fp16'", "'auto', 'fp32', 'bf16'"),
-    ("sft", "policy.value_position=cls", "policy.value_position='cls'", "'last_prompt', 'first_action', 'mean'"),
-    ("sft", "policy.critic=twin", "policy.critic='twin'", "'shared', 'separate'"),
+    (
+        "sft",
+        "policy.openvla.value_position=cls",
+        "policy.openvla.value_position='cls'",
+        "'last_prompt', 'first_action', 'mean'",
+    ),
+    ("sft", "policy.openvla.critic=twin", "policy.openvla.critic='twin'", "'shared', 'separate'"),
+    ("sft", "policy.family=pi0", "policy.family='pi0'", "'openvla'"),
     ("sft", "policy.device=tpu", "policy.device='tpu'", "auto, cpu, cuda or cuda:<n>"),
     ("eval", "eval.trials_per_task=0", "eval.trials_per_task=0", ">= 1"),
     ("eval", "eval.videos_per_task=-2", "eval.videos_per_task=-2", ">= 0"),
@@ -106,12 +113,13 @@ def test_constraints_between_sections(overrides, message):
         load_config("train", overrides=overrides)
 
 
-def test_advantage_and_policy_loss_choices_are_the_registered_ones():
-    import dataclasses
-
+def test_choices_are_the_registered_ones():
     fields = {f.name: f for f in dataclasses.fields(AlgoConfig)}
     assert set(fields["advantage"].metadata["choices"]) - {""} == set(algorithms.ADVANTAGES)
     assert set(fields["policy_loss"].metadata["choices"]) == set(algorithms.POLICY_LOSSES)
+    family = {f.name: f for f in dataclasses.fields(PolicyConfig)}["family"]
+    assert set(family.metadata["choices"]) == set(policies.families())
+    assert all(hasattr(PolicyConfig(), name) for name in policies.families())  # each family has its section
 
 
 def test_print_config_validates(capsys):

@@ -102,19 +102,9 @@ class DemosConfig:
 
 
 @dataclass
-class PolicyConfig:
-    """The VLA policy: architecture or checkpoint, decoding, value head, LoRA."""
+class OpenVLAOptions:
+    """Options of the ``openvla`` family (``policies/openvla/``): where its value is read."""
 
-    family: str = doc("openvla", "Policy family (one folder per family under vlarl/policies).")
-    arch: str = doc("tiny", "Named architecture built from scratch: 'tiny', 'tiny-fused' or 'openvla-7b'.")
-    checkpoint: str = doc("", "OpenVLA-layout checkpoint folder to start from (overrides `arch`).")
-    unnorm_key: str = doc("", "Key of the checkpoint's norm_stats to un-normalise actions with; empty: the only one.")
-    use_proprio: bool = doc(False, "Feed proprio as one projected token after the image patches.")
-    prompt: str = doc("In: What action should the robot take to {instruction}?\nOut:", "Prompt template.")
-    top_k: int = doc(
-        0, "Rollouts sample among the k most likely action tokens; 0 disables (at trainer.temperature).", ge=0
-    )
-    top_p: float = doc(1.0, "Rollouts sample within this nucleus mass; 1 disables.", gt=0, le=1)
     value_position: str = doc(
         "last_prompt",
         "Hidden state the value head reads: 'last_prompt', 'first_action' or 'mean' (of the prefix).",
@@ -125,6 +115,27 @@ class PolicyConfig:
         "'shared': value head on the policy's backbone; 'separate': on a copy of the VLA.",
         choices=("shared", "separate"),
     )
+
+
+@dataclass
+class PolicyConfig:
+    """The VLA policy: family, architecture or checkpoint, decoding, LoRA, device; then one section per family
+    (``policy.<family>.*``) with the options only that family reads."""
+
+    family: str = doc("openvla", "Policy family (one folder per family under vlarl/policies).", choices=("openvla",))
+    arch: str = doc(
+        "tiny",
+        "Named architecture of the family, built from scratch: openvla has 'tiny', "
+        "'tiny-fused', 'micro' and 'openvla-7b'.",
+    )
+    checkpoint: str = doc("", "OpenVLA-layout checkpoint folder to start from (overrides `arch`).")
+    unnorm_key: str = doc("", "Key of the checkpoint's norm_stats to un-normalise actions with; empty: the only one.")
+    use_proprio: bool = doc(False, "Feed proprio as one projected token after the image patches.")
+    prompt: str = doc("In: What action should the robot take to {instruction}?\nOut:", "Prompt template.")
+    top_k: int = doc(
+        0, "Rollouts sample among the k most likely action tokens; 0 disables (at trainer.temperature).", ge=0
+    )
+    top_p: float = doc(1.0, "Rollouts sample within this nucleus mass; 1 disables.", gt=0, le=1)
     lora_rank: int = doc(0, "LoRA rank on the language model; 0 trains all weights (full fine-tuning).", ge=0)
     lora_alpha: int = doc(16, "LoRA alpha.", gt=0)
     lora_targets: list[str] = doc(
@@ -142,6 +153,7 @@ class PolicyConfig:
         "'auto' (bf16 autocast on GPUs that support it, else fp32), 'fp32' or 'bf16'.",
         choices=("auto", "fp32", "bf16"),
     )
+    openvla: OpenVLAOptions = field(default_factory=OpenVLAOptions)
 
 
 @dataclass

@@ -116,15 +116,15 @@ class Batch:
         sizes: dict[str, int] = {}
         for name, key in SCHEMA.items():
             x = getattr(self, name)
-            shape = _shape(x)
+            shape, dims = _shape(x), f"[{', '.join(key.dims)}]"
             if _dtype(x) != key.dtype or len(shape) != len(key.dims):
                 raise ValueError(
-                    f"batch key {name!r} is {_dtype(x)} {list(shape)}; the schema declares {key.dtype} [{', '.join(key.dims)}]"
+                    f"batch key {name!r} is {_dtype(x)} {list(shape)}; the schema declares {key.dtype} {dims}"
                 )
             for dim, size in zip(key.dims, shape):
                 if sizes.setdefault(dim, size) != size:
                     raise ValueError(
-                        f"batch key {name!r} has {dim}={size}, other keys {dim}={sizes[dim]} (dims [{', '.join(key.dims)}])"
+                        f"batch key {name!r} has {dim}={size}, other keys {dim}={sizes[dim]} (dims {dims})"
                     )
         return sizes
 

@@ -102,7 +102,7 @@ def make_openvla(
     from vlarl.policies.openvla.lora import apply_lora
 
     if cfg.checkpoint:
-        policy = load_pretrained(cfg.checkpoint, unnorm_key=cfg.unnorm_key, critic=cfg.critic)
+        policy = load_pretrained(cfg.checkpoint, unnorm_key=cfg.unnorm_key, critic=cfg.openvla.critic)
         if policy.action_dim != action_dim:
             raise ValueError(
                 f"checkpoint {cfg.checkpoint} predicts {policy.action_dim}-dim actions, the env has {action_dim}"
@@ -115,8 +115,8 @@ def make_openvla(
             proprio_dim if cfg.use_proprio else 0,
             instructions,
             prompt=cfg.prompt,
-            value_position=cfg.value_position,
-            critic=cfg.critic,
+            value_position=cfg.openvla.value_position,
+            critic=cfg.openvla.critic,
         )
     if cfg.lora_rank > 0:
         apply_lora(policy, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets, cfg.train_projector, cfg.train_vision)
