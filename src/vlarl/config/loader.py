@@ -152,6 +152,8 @@ def _cross_problems(cfg: Any) -> list[str]:
         problems.append(f"env.num_envs={env.num_envs}: must be a multiple of algo.group_size={algo.group_size} (grpo)")
     if algo is not None and algo.ds_low > algo.ds_high:
         problems.append(f"algo.ds_low={algo.ds_low}: must be <= algo.ds_high={algo.ds_high}")
+    if env is not None and env.gripper != "env" and env.backend != "libero":
+        problems.append(f"env.gripper={env.gripper!r}: only the libero backend converts the gripper (use 'env')")
     if ev is not None and env is not None and ev.trials_per_task > env.num_eval_init_states:
         problems.append(
             f"eval.trials_per_task={ev.trials_per_task}: must be <= env.num_eval_init_states={env.num_eval_init_states}"

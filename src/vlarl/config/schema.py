@@ -81,6 +81,12 @@ class EnvConfig:
         ge=1,
     )
     terminate_on_success: bool = doc(True, "End the episode (terminated=True) on the first success.")
+    gripper: str = doc(
+        "env",
+        "The gripper action dim: 'env' passes it through; 'openvla' reads OpenVLA's dataset convention (0 close, "
+        "1 open) and binarises it to the simulator's sign (LIBERO: +1 close, -1 open), as OpenVLA's LIBERO eval.",
+        choices=("env", "openvla"),
+    )
     reward: str = doc(
         "sparse",
         "'sparse': 1 on the success step, else 0; 'dense': the simulator's shaped reward.",

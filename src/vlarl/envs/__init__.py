@@ -24,6 +24,7 @@ def _lazy(module: str, name: str) -> Callable[[Any], Any]:
 
 _BACKENDS: dict[str, Callable[[Any], Any]] = {
     "metaworld": _lazy("metaworld", "MetaWorldBackend"),
+    "libero": _lazy("libero", "LiberoBackend"),
     "toy": _lazy("toy", "ToyBackend"),
 }
 _EXPERTS: dict[str, Callable[[str], Any]] = {
