@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,8 @@ def collect_demos(cfg: DemosCommand, console: Console | None = None) -> Path:
         except (FileNotFoundError, ValueError):
             pass
         raise FileExistsError(f"{root} holds a different dataset; set demos.overwrite=true or another demos.output")
-    if cfg.demos.keep not in ("success", "all"):
-        raise ValueError(f"demos.keep={cfg.demos.keep!r}; choose 'success' or 'all'")
+    if cfg.demos.source:
+        return import_demos(cfg, root, console)
 
     venv = envs.make(cfg.env)
     spec = venv.spec
@@ -104,6 +105,20 @@ def collect_demos(cfg: DemosCommand, console: Console | None = None) -> Path:
         venv.close()
     console.print(expert_table(stats))
     console.print(f"wrote {len(writer.episodes)} episodes to {root}")
+    return root
+
+
+def import_demos(cfg: DemosCommand, root: Path, console: Console) -> Path:
+    """Demonstrations from LIBERO's HDF5 files in ``demos.source``, for the tasks of suite ``env.task_set``."""
+    from vlarl.data.libero_hdf5 import convert
+    from vlarl.envs.libero import task_named
+
+    files = sorted(Path(cfg.demos.source).glob("*.hdf5"))
+    name_task = functools.partial(task_named, cfg.env.task_set)
+    root, counts = convert(
+        files, root, name_task, list(cfg.env.cameras), cfg.env.image_size, {"config_hash": _fingerprint(cfg)}
+    )
+    console.print(f"imported {sum(counts.values())} demonstrations of {len(counts)} tasks to {root}")
     return root
 
 

@@ -74,3 +74,59 @@ def test_one_task_per_suite_steps_through_the_vector_env(suite):
         assert not info["episode_success"][0] and info["episode_length"][0] == 3
     finally:
         venv.close()
+
+
+def _write_libero_file(path, instruction, lengths, size=16, seed=0):
+    """A demo file in LIBERO's HDF5 layout (see vlarl.data.libero_hdf5), with known contents."""
+    import json
+
+    import h5py
+
+    rng = np.random.default_rng(seed)
+    with h5py.File(path, "w") as f:
+        data = f.create_group("data")
+        data.attrs["problem_info"] = json.dumps({"language_instruction": instruction, "problem_name": "x"})
+        for i, t in enumerate(lengths):
+            demo = data.create_group(f"demo_{i}")
+            demo["actions"] = rng.uniform(-1, 1, (t, 7))
+            demo["dones"] = np.arange(t) == t - 1
+            demo["rewards"] = (np.arange(t) == t - 1).astype(np.float64)
+            obs = demo.create_group("obs")
+            obs["agentview_rgb"] = rng.integers(0, 256, (t, size, size, 3), dtype=np.uint8)
+            obs["eye_in_hand_rgb"] = rng.integers(0, 256, (t, size, size, 3), dtype=np.uint8)
+            obs["ee_pos"], obs["ee_ori"] = rng.normal(size=(t, 3)), rng.normal(size=(t, 3))
+            obs["gripper_states"] = rng.normal(size=(t, 2))
+
+
+def test_libero_hdf5_demos_import_and_train_sft(tmp_path):
+    import h5py
+
+    from vlarl.cli import main
+    from vlarl.data.dataset import DemoDataset
+
+    suite = libero._suite("libero_spatial")
+    src = tmp_path / "libero_spatial"
+    src.mkdir()
+    _write_libero_file(src / f"{suite.get_task(2).name}_demo.hdf5", suite.get_task(2).language, [5, 3])
+    _write_libero_file(src / "renamed_demo.hdf5", suite.get_task(7).language, [4], seed=1)  # found by instruction
+    common = ["env.backend=libero", "env.task_set=libero_spatial", "env.cameras=[agentview]", "env.image_size=16"]
+    out = tmp_path / "demos"
+    assert main(["demos", *common, f"demos.source={src}", f"demos.output={out}"]) == 0
+    data = DemoDataset(out)
+    assert [(e["task"], e["length"], e["success"]) for e in data.episodes] == [
+        ("libero_spatial:2", 5, True),
+        ("libero_spatial:2", 3, True),
+        ("libero_spatial:7", 4, True),
+    ]
+    with h5py.File(src / f"{suite.get_task(2).name}_demo.hdf5") as f:
+        demo = f["data/demo_1"]
+        episode = data.episode(1)
+        np.testing.assert_array_equal(episode["image"][:, 0], np.asarray(demo["obs/agentview_rgb"])[:, ::-1, ::-1])
+        np.testing.assert_allclose(episode["action"], np.asarray(demo["actions"]), rtol=1e-6)
+        proprio = np.concatenate([demo["obs/ee_pos"], demo["obs/ee_ori"], demo["obs/gripper_states"]], 1)
+        np.testing.assert_allclose(episode["proprio"], proprio, rtol=1e-6)
+    sft = ["sft", *common, f"sft.dataset={out}", "sft.steps=3", "sft.eval_at_end=false", "policy.use_proprio=true"]
+    assert main([*sft, f"run.output_dir={tmp_path}/runs", "run.name=sft"]) == 0
+    assert (tmp_path / "runs" / "sft" / "checkpoints" / "latest" / "config.json").is_file()
+    with pytest.raises(ValueError, match="needs env.backend=libero"):
+        load_config("demos", overrides=[f"demos.source={src}"])

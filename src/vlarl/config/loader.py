@@ -154,6 +154,9 @@ def _cross_problems(cfg: Any) -> list[str]:
         problems.append(f"algo.ds_low={algo.ds_low}: must be <= algo.ds_high={algo.ds_high}")
     if env is not None and env.gripper != "env" and env.backend != "libero":
         problems.append(f"env.gripper={env.gripper!r}: only the libero backend converts the gripper (use 'env')")
+    demos = getattr(cfg, "demos", None)
+    if demos is not None and demos.source and env.backend != "libero":
+        problems.append(f"demos.source={demos.source!r}: importing demo files needs env.backend=libero")
     if ev is not None and env is not None and ev.trials_per_task > env.num_eval_init_states:
         problems.append(
             f"eval.trials_per_task={ev.trials_per_task}: must be <= env.num_eval_init_states={env.num_eval_init_states}"

@@ -103,6 +103,11 @@ class DemosConfig:
     episodes_per_task: int = doc(20, "Episodes attempted per task.", ge=1)
     action_noise: float = doc(0.0, "Std of Gaussian noise added to expert actions (then clipped to [-1, 1]).", ge=0)
     keep: str = doc("success", "Which episodes to write: 'success' or 'all'.", choices=("success", "all"))
+    source: str = doc(
+        "",
+        "Empty: run the backend's scripted experts. A folder of LIBERO HDF5 demo files (<task name>_demo.hdf5) "
+        "to import instead (env.backend=libero, env.task_set=<their suite>).",
+    )
     output: str = doc("", "Dataset folder; empty means 'data/demos/<preset>'.")
     overwrite: bool = doc(False, "Recollect even when a dataset with the same config exists.")
 

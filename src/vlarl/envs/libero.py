@@ -94,6 +94,18 @@ def resolve_tasks(task_set: str, tasks: list[str]) -> tuple[str, ...]:
     return tuple(t for t in every if not tasks or t in tasks)
 
 
+def task_named(suite: str, name: str, instruction: str = "") -> str:
+    """The ``<suite>:<index>`` of the suite's task called ``name`` (LIBERO's ``task.name``, a demo file's stem),
+    else of the one whose instruction is ``instruction``."""
+    tasks = [_suite(suite).get_task(i) for i in range(_suite(suite).n_tasks)]
+    for by in ("name", "language"):
+        key = name if by == "name" else instruction
+        hits = [i for i, t in enumerate(tasks) if getattr(t, by) == key]
+        if hits:
+            return f"{suite}:{hits[0]}"
+    raise ValueError(f"no task of {suite} is named {name!r} or instructed {instruction!r}")
+
+
 def _axis_angle(quat: np.ndarray) -> np.ndarray:
     """Quaternion ``[x, y, z, w]`` (robosuite's order) -> axis-angle ``[3]`` (axis times angle in radians)."""
     quat = np.asarray(quat, np.float64)
