@@ -2,8 +2,8 @@
 the step weighting. ``advantages(batch, algo)`` is the one call the trainer makes.
 
 Reads the rollout schema's keys (``reward``, ``value``, ``next_value``, ``terminated``, ``truncated``, ``mask``
-``[T, B]``; ``success``, ``group_id`` ``[B]``) of any batch-like object. Estimators are of two kinds: per-step
-ones (``STEP_ESTIMATORS``) read the rewards; every other registered name is an episode estimator
+``[T, B]``; ``success``, ``group_id`` ``[B]``) of any batch-like object. Estimators are of two kinds: the per-step
+``gae`` and ``reinforce_pp`` read the rewards; every other registered name is an episode estimator
 ``fn(scores [B], group_ids [B]) -> [B]``, its value broadcast over the episode's steps.
 """
 
@@ -14,8 +14,6 @@ from typing import Any
 import torch
 
 from vlarl.algorithms.advantages import gae, get_advantage, normalize, reinforce_pp
-
-STEP_ESTIMATORS = ("gae", "reinforce_pp")
 
 
 def estimator_name(algo: Any) -> str:

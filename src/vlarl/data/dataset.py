@@ -146,7 +146,6 @@ def action_chunks(action: np.ndarray, episode_index: np.ndarray, k: int) -> np.n
     """
     n = len(action)
     ahead = np.arange(n)[:, None] + np.arange(k)[None, :]  # [N, k]
-    last = np.zeros(n, np.int64)  # index of the last frame of each frame's episode
     ends = np.flatnonzero(np.r_[episode_index[1:] != episode_index[:-1], True])
-    last[:] = np.repeat(ends, np.diff(np.r_[-1, ends]))
+    last = np.repeat(ends, np.diff(np.r_[-1, ends]))  # [N] the last frame of each frame's episode
     return action[np.minimum(ahead, last[:, None])]

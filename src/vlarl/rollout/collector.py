@@ -70,7 +70,7 @@ def collect_episodes(
             ("mask", torch.as_tensor(alive.copy())),
         ):
             steps[key].append(val)
-        ended = (term | trunc) & alive
+        ended = term | trunc  # both are already limited to live episodes
         success[ended] = info["episode_success"][ended]
         length[alive] += info["valid"][alive].sum(1)
         alive &= ~ended

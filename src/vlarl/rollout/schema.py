@@ -48,23 +48,21 @@ SCHEMA: dict[str, Key] = {
     "success": Key("bool", ("B",), "the episode succeeded"),
     "length": Key("int64", ("B",), "the episode's env steps"),
 }
-OBS_KEYS = ("image", "proprio", "instruction")
 
 
-def gather_obs(obs: dict[str, Any], index: Any, instruction_index: Any = None) -> dict[str, Any]:
+def gather_obs(obs: dict[str, Any], index: Any) -> dict[str, Any]:
     """The rows ``index`` of an observation dict as a policy input dict.
 
     ``index`` selects along the leading dim(s) of ``obs["image"]`` / ``obs["proprio"]``: an int array ``[N]``, a
-    bool mask, or a ``(t, b)`` pair of int arrays ``[N]`` for time-major ``[T, B, ...]`` arrays. Instructions are
-    a list over ``instruction_index`` (default: ``index``; ``b`` for a ``(t, b)`` pair).
+    bool mask, or a ``(t, b)`` pair of int arrays ``[N]`` for time-major ``[T, B, ...]`` arrays (instructions,
+    one per env, then by ``b``).
     """
     if isinstance(index, tuple):
         index = tuple(np.asarray(i) for i in index)
-        rows = index[1] if instruction_index is None else np.asarray(instruction_index)
+        rows = index[1]
     else:
         index = np.asarray(index)
-        index = index.nonzero()[0] if index.dtype == bool else index
-        rows = index if instruction_index is None else np.asarray(instruction_index)
+        index = rows = index.nonzero()[0] if index.dtype == bool else index
     return {
         "image": obs["image"][index],
         "proprio": obs["proprio"][index],
@@ -127,15 +125,6 @@ class Batch:
                         f"batch key {name!r} has {dim}={size}, other keys {dim}={sizes[dim]} (dims {dims})"
                     )
         return sizes
-
-    @property
-    def num_steps(self) -> int:
-        return int(self.mask.sum())
-
-    @property
-    def chunk_steps(self) -> torch.Tensor:
-        """Policy decisions per episode ``[B]`` (the rows each episode gives the learner)."""
-        return self.mask.sum(0)
 
     def observation(self, t: torch.Tensor, b: torch.Tensor) -> dict[str, Any]:
         """The observations of steps ``(t[i], b[i])`` (int tensors ``[N]``) as a policy input dict of N rows."""
