@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
-pytest.importorskip("libero.libero", reason="the libero extra is not installed (pip install 'vlarl[libero]')")
+if importlib.util.find_spec("libero") is None:  # found, not imported: importing it would import mujoco before GL is set
+    pytest.skip("the libero extra is not installed (pip install 'vlarl[libero]')", allow_module_level=True)
 
 from vlarl.config import load_config  # noqa: E402
 from vlarl.envs import libero, make  # noqa: E402

@@ -43,10 +43,12 @@ NOOP = np.array([0, 0, 0, 0, 0, 0, -1], np.float64)  # hold still, gripper open
 
 
 def _libero():
-    """``(benchmark, get_libero_path, OffScreenRenderEnv)``, imported quietly (robosuite warns about a macro file)."""
+    """``(benchmark, get_libero_path, OffScreenRenderEnv)``, imported quietly (robosuite warns about a macro file),
+    after a headless GL backend is chosen: robosuite imports mujoco, which reads ``MUJOCO_GL`` once."""
     import logging
     import warnings
 
+    ensure_gl()
     logging.getLogger("robosuite_logs").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -94,13 +96,18 @@ def resolve_tasks(task_set: str, tasks: list[str]) -> tuple[str, ...]:
     return tuple(t for t in every if not tasks or t in tasks)
 
 
+def _task_info(task: str) -> Any:
+    """LIBERO's task object (``.name``, ``.language``, ``.bddl_file``, ...) of ``'<suite>:<index>'``."""
+    suite, index = split_task(task)
+    return _suite(suite).get_task(index)
+
+
 def task_named(suite: str, name: str, instruction: str = "") -> str:
     """The ``<suite>:<index>`` of the suite's task called ``name`` (LIBERO's ``task.name``, a demo file's stem),
     else of the one whose instruction is ``instruction``."""
     tasks = [_suite(suite).get_task(i) for i in range(_suite(suite).n_tasks)]
-    for by in ("name", "language"):
-        key = name if by == "name" else instruction
-        hits = [i for i, t in enumerate(tasks) if getattr(t, by) == key]
+    for attribute, wanted in (("name", name), ("language", instruction)):
+        hits = [i for i, t in enumerate(tasks) if getattr(t, attribute) == wanted]
         if hits:
             return f"{suite}:{hits[0]}"
     raise ValueError(f"no task of {suite} is named {name!r} or instructed {instruction!r}")
@@ -203,7 +210,6 @@ class LiberoBackend:
     """Builds LIBERO envs for a config; the evaluation initial states are each task's fixed 50."""
 
     def __init__(self, cfg: Any):
-        ensure_gl()
         bad = [c for c in cfg.cameras if c not in CAMERAS]
         if bad:
             raise ValueError(f"unknown LIBERO cameras {bad}; cameras: {', '.join(CAMERAS)}")
@@ -221,5 +227,5 @@ class LiberoBackend:
         return _suite(suite).get_task_init_states(index)[: self.cfg.num_eval_init_states]
 
     def spec(self, num_envs: int) -> EnvSpec:
-        instructions = {t: _suite(split_task(t)[0]).get_task(split_task(t)[1]).language for t in self.tasks}
+        instructions = {t: _task_info(t).language for t in self.tasks}
         return config_spec(self.cfg, num_envs, (ACTION_DIM, PROPRIO_DIM, STATE_DIM), instructions)
