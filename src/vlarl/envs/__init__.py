@@ -25,10 +25,12 @@ def _lazy(module: str, name: str) -> Callable[[Any], Any]:
 _BACKENDS: dict[str, Callable[[Any], Any]] = {
     "metaworld": _lazy("metaworld", "MetaWorldBackend"),
     "libero": _lazy("libero", "LiberoBackend"),
+    "maniskill": _lazy("maniskill", "ManiSkillBackend"),
     "toy": _lazy("toy", "ToyBackend"),
 }
 _EXPERTS: dict[str, Callable[[str], Any]] = {
     "metaworld": _lazy("metaworld", "MetaWorldExpert"),
+    "maniskill": _lazy("maniskill", "ManiSkillExpert"),
     "toy": _lazy("toy", "ToyExpert"),
 }
 

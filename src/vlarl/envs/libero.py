@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from vlarl.envs.base import EnvSpec, config_spec
+from vlarl.envs.geometry import axis_angle
 from vlarl.envs.gl import ensure_gl
 
 STANDARD_SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")
@@ -113,16 +114,6 @@ def task_named(suite: str, name: str, instruction: str = "") -> str:
     raise ValueError(f"no task of {suite} is named {name!r} or instructed {instruction!r}")
 
 
-def _axis_angle(quat: np.ndarray) -> np.ndarray:
-    """Quaternion ``[x, y, z, w]`` (robosuite's order) -> axis-angle ``[3]`` (axis times angle in radians)."""
-    quat = np.asarray(quat, np.float64)
-    w = np.clip(quat[3], -1.0, 1.0)
-    den = np.sqrt(max(1.0 - w * w, 0.0))
-    if den < 1e-8:
-        return np.zeros(3)
-    return quat[:3] * 2.0 * np.arccos(w) / den
-
-
 def libero_gripper(openvla: float) -> float:
     """OpenVLA's gripper value (0 close, 1 open) -> LIBERO's binarised command (+1 close, -1 open)."""
     return 1.0 if openvla < 0.5 else -1.0
@@ -173,7 +164,7 @@ class LiberoEnv:
         views = [raw[f"{cam}_image"][::-1, ::-1] for cam in self.cameras]
         image = np.stack(views) if views else np.zeros((0, self.size, self.size, 3), np.uint8)
         proprio = np.concatenate(
-            [raw["robot0_eef_pos"], _axis_angle(raw["robot0_eef_quat"]), raw["robot0_gripper_qpos"]]
+            [raw["robot0_eef_pos"], axis_angle(raw["robot0_eef_quat"]), raw["robot0_gripper_qpos"]]
         )
         return {"image": image, "proprio": proprio.astype(np.float32), "state": np.zeros(0, np.float32)}
 
