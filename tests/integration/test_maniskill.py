@@ -40,7 +40,9 @@ def test_bad_maniskill_configs_name_what_is_valid(overrides, message):
 
 
 def test_tasks_spec_and_eval_seeds_without_a_simulator():
-    backend = maniskill.ManiSkillBackend(_env_cfg("env.task_set=all", "env.num_eval_init_states=6"))
+    backend = maniskill.ManiSkillBackend(
+        _env_cfg("env.task_set=all", "env.num_eval_init_states=6", "eval.trials_per_task=6")
+    )
     assert backend.tasks == tuple(maniskill.TASKS)
     spec = backend.spec(2)
     assert (spec.action_dim, spec.proprio_dim, spec.state_dim) == (7, 8, 30)
@@ -91,7 +93,13 @@ def test_an_init_state_is_a_seed_that_replays_the_scene():
 
 @pytest.mark.parametrize("task", maniskill.ManiSkillExpert.TASKS)
 def test_scripted_experts_succeed_on_evaluation_seeds(task):
-    cfg = _env_cfg(f"env.tasks=[{task}]", "env.cameras=[]", "env.max_episode_steps=60", "env.num_eval_init_states=5")
+    cfg = _env_cfg(
+        f"env.tasks=[{task}]",
+        "env.cameras=[]",
+        "env.max_episode_steps=60",
+        "env.num_eval_init_states=5",
+        "eval.trials_per_task=5",
+    )
     venv = make(cfg)
     expert = make_expert("maniskill", task)
     successes = 0
