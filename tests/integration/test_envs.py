@@ -242,7 +242,7 @@ def test_goal_marker_is_drawn():
 
 
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(ValueError, match="known backends: libero, metaworld, toy"):
+    with pytest.raises(ValueError, match="known backends: libero, maniskill, metaworld, toy"):
         envs.make(env_cfg(backend="nosuchsim"))
     with pytest.raises(ValueError, match="unknown MetaWorld task 'reach'.*reach-v3"):
         envs.make(env_cfg(tasks="[reach]"))

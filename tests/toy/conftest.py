@@ -20,6 +20,21 @@ def fresh_policy(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def fresh_oft_policy(tmp_path_factory):
+    """A randomly initialised micro OpenVLA-OFT policy decoding chunks of 2 toy actions."""
+    from vlarl.policies.openvla_oft import OFTPolicy
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("fresh_oft") / "policy"
+    instructions = list(toy.INSTRUCTIONS.values())
+    build_policy("micro", toy.ACTION_DIM, instructions=instructions, cls=OFTPolicy, chunk_len=2).save(path)
+    return path
+
+
+OFT = ("policy.family=openvla_oft", "policy.openvla_oft.chunk_len=2")
+
+
 def toy_train_config(start, *overrides):
     """The toy_micro preset's train config starting from checkpoint ``start``."""
     return load_config(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from tests.toy.conftest import toy_train_config
+from tests.toy.conftest import OFT, toy_train_config
 from vlarl.trainer import Trainer
 
 
@@ -13,16 +14,17 @@ class Recording:
     """Passes a vector env through, keeping every chunk of actions it is sent and the rewards it returns."""
 
     def __init__(self, venv):
-        self.venv, self.spec, self.sent, self.rewards = venv, venv.spec, [], []
+        self.venv, self.spec, self.sent, self.rewards, self.valid = venv, venv.spec, [], [], []
 
     def reset(self, seed=None, options=None):
-        self.sent, self.rewards = [], []
+        self.sent, self.rewards, self.valid = [], [], []
         return self.venv.reset(seed=seed, options=options)
 
     def step_chunk(self, actions):
         self.sent.append(np.array(actions))
         out = self.venv.step_chunk(actions)
         self.rewards.append(out[1].sum(1))
+        self.valid.append(out[4]["valid"])
         return out
 
     def rss_mb(self):
@@ -32,20 +34,28 @@ class Recording:
         self.venv.close()
 
 
-def test_the_batch_holds_the_actions_sent_the_rewards_returned_and_the_version(tmp_path, fresh_policy):
-    trainer = Trainer(toy_train_config(fresh_policy, "env.num_envs=8", "env.reward=dense"), tmp_path / "run")
+@pytest.mark.parametrize("family", ["openvla", "openvla_oft"])
+def test_the_batch_holds_the_actions_sent_the_rewards_returned_and_the_version(
+    tmp_path, fresh_policy, fresh_oft_policy, family
+):
+    start, k, extra = (fresh_policy, 1, ()) if family == "openvla" else (fresh_oft_policy, 2, OFT)
+    trainer = Trainer(toy_train_config(start, "env.num_envs=8", "env.reward=dense", *extra), tmp_path / "run")
     trainer.venv = Recording(trainer.venv)
     trainer.iteration = 3  # as after three updates
     batch = trainer.collect()
     sent = torch.as_tensor(np.stack(trainer.venv.sent), dtype=torch.float32)  # [T, B, K, A]
-    assert batch.check()["K"] == 1 and sent.shape == batch.actions.shape
+    assert batch.check()["K"] == k and sent.shape == batch.actions.shape
     mask = batch.mask
     torch.testing.assert_close(batch.actions[mask], sent[mask], atol=1e-6, rtol=0)
     rewards = torch.as_tensor(np.stack(trainer.venv.rewards), dtype=torch.float32)
     torch.testing.assert_close(batch.reward[mask], rewards[mask])
     assert len(set(batch.reward[mask].tolist())) > 4  # dense rewards differ: the check has teeth
     assert (batch.policy_version == 3).all()
-    assert batch.length.tolist() == mask.sum(0).tolist()  # one env step per decision
+    valid = torch.as_tensor(np.stack(trainer.venv.valid))  # [T, B, K] the env steps each chunk ran
+    assert batch.steps.tolist() == torch.where(mask, valid.sum(-1), 0).tolist()
+    assert batch.length.tolist() == batch.steps.sum(0).tolist()  # env steps, not decisions
+    if k > 1:  # some episode ended inside a chunk: its remaining actions did not run
+        assert ((batch.steps > 0) & (batch.steps < k)).any()
     decoded = trainer.policy.norm_stats.unnormalize(
         trainer.policy.action_tokenizer.decode(batch.action_tokens[mask].numpy())
     )

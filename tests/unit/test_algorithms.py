@@ -394,3 +394,42 @@ def test_advantage_registry():
         assert name in str(exc.value)
     with pytest.raises(ValueError, match="already registered"):
         register_advantage("gae")(lambda: None)
+
+
+@pytest.mark.parametrize(("unit", "a0"), [("decision", 0.31), ("env_step", 0.1561)])
+def test_gae_over_two_chunks_by_hand_through_the_estimator(unit, a0):
+    """Chunks of K=3: the first runs 3 env steps (reward 0), the second ends by success after 2 (reward 1).
+
+    gamma=0.9, lam=0.5, V = (0.5, 0.8). Per decision: d1 = 1 - 0.8 = 0.2, d0 = 0.9 * 0.8 - 0.5 = 0.22,
+    A0 = 0.22 + 0.9 * 0.5 * 0.2 = 0.31. Per env step the first chunk discounts by 0.9^3 = 0.729:
+    d0 = 0.729 * 0.8 - 0.5 = 0.0832, A0 = 0.0832 + 0.729 * 0.5 * 0.2 = 0.1561. A1 = 0.2 either way.
+    """
+    from types import SimpleNamespace
+
+    from vlarl.algorithms.estimate import advantages
+    from vlarl.config.schema import AlgoConfig
+
+    col = lambda *x: torch.tensor(x).unsqueeze(1)  # [T, B=1]
+    batch = SimpleNamespace(
+        reward=col(0.0, 1.0),
+        value=col(0.5, 0.8),
+        next_value=col(0.8, 0.0),
+        terminated=col(False, True),
+        truncated=col(False, False),
+        mask=col(True, True),
+        steps=col(3, 2),
+    )
+    algo = AlgoConfig(name="ppo", gamma=0.9, lam=0.5, norm_adv=False, step_weight="step", discount_unit=unit)
+    adv, ret = advantages(batch, algo)
+    torch.testing.assert_close(adv[:, 0], torch.tensor([a0, 0.2]))
+    torch.testing.assert_close(ret[:, 0], torch.tensor([a0 + 0.5, 1.0]))
+
+
+def test_return_score_discounts_by_env_steps_before_each_chunk():
+    from types import SimpleNamespace
+
+    from vlarl.algorithms.estimate import episode_scores
+
+    batch = SimpleNamespace(reward=torch.tensor([[1.0], [1.0], [1.0]]), mask=torch.ones(3, 1, dtype=torch.bool))
+    gamma = torch.tensor([[0.5], [0.25], [0.5]])  # chunks of 1, 2 and 1 env steps at gamma 0.5
+    torch.testing.assert_close(episode_scores(batch, "return", gamma), torch.tensor([1 + 0.5 + 0.125]))

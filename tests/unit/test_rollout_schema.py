@@ -28,6 +28,7 @@ def _batch(t=3, b=4, k=2, a=3, seed=0) -> Batch:
         terminated=torch.zeros(t, b, dtype=torch.bool),
         truncated=torch.zeros(t, b, dtype=torch.bool),
         mask=mask,
+        steps=mask.long() * k,
         policy_version=torch.full((t, b), 7),
         group_id=torch.arange(b) // 2,
         task=[f"t{i}" for i in range(b)],

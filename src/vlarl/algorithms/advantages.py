@@ -52,10 +52,12 @@ def gae(
     next_values: torch.Tensor,
     terminated: torch.Tensor,
     truncated: torch.Tensor,
-    gamma: float,
+    gamma: float | torch.Tensor,
     lam: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation over a ``[T, B]`` rollout; returns ``(advantages, returns)``, both ``[T, B]``.
+
+    ``gamma`` is a float or a per-step discount ``[T, B]`` (a chunk of n env steps: gamma^n).
 
     ``next_values[t]`` is V of the observation that followed step t. When an episode is truncated at t the
     caller supplies V(final observation) there; when it terminates at t the entry is ignored (bootstrap is 0).
@@ -69,11 +71,12 @@ def gae(
     _check_shapes(values, rewards=rewards, next_values=next_values, terminated=terminated, truncated=truncated)
     not_term = (~terminated.bool()).to(values.dtype)
     not_done = (~(terminated.bool() | truncated.bool())).to(values.dtype)
+    gamma = torch.as_tensor(gamma, dtype=values.dtype).expand_as(values)
     adv = torch.empty_like(values)
     last = torch.zeros_like(values[0])
     for t in reversed(range(values.shape[0])):
-        delta = rewards[t] + gamma * next_values[t] * not_term[t] - values[t]
-        last = delta + gamma * lam * not_done[t] * last
+        delta = rewards[t] + gamma[t] * next_values[t] * not_term[t] - values[t]
+        last = delta + gamma[t] * lam * not_done[t] * last
         adv[t] = last
     return adv, adv + values
 
@@ -130,11 +133,12 @@ def reinforce_pp(
     rewards: torch.Tensor,
     terminated: torch.Tensor,
     truncated: torch.Tensor,
-    gamma: float,
+    gamma: float | torch.Tensor,
     eps: float = 1e-8,
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """REINFORCE++ advantages ``[T, B]``: discounted return-to-go, then whitened over the whole batch.
+    ``gamma``: a float or a per-step discount ``[T, B]``.
 
     ``G_t = r_t + gamma * (1 - done_t) * G_{t+1}`` with ``done = terminated | truncated`` and ``G_T = 0``: returns
     reset at every episode end and there is no critic, so truncation does not bootstrap. The result is
@@ -143,9 +147,10 @@ def reinforce_pp(
     _check_shapes(rewards, terminated=terminated, truncated=truncated)
     rewards = _float(rewards)
     not_done = (~(terminated.bool() | truncated.bool())).to(rewards.dtype)
+    gamma = torch.as_tensor(gamma, dtype=rewards.dtype).expand_as(rewards)
     ret = torch.empty_like(rewards)
     last = torch.zeros_like(rewards[0])
     for t in reversed(range(rewards.shape[0])):
-        last = rewards[t] + gamma * not_done[t] * last
+        last = rewards[t] + gamma[t] * not_done[t] * last
         ret[t] = last
     return normalize(ret, mask, eps=eps)

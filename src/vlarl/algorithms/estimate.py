@@ -21,13 +21,22 @@ def estimator_name(algo: Any) -> str:
     return algo.advantage or ("gae" if algo.name == "ppo" else "grpo")
 
 
-def episode_scores(batch: Any, kind: str, gamma: float) -> torch.Tensor:
-    """Per-episode scores ``[B]``: ``success`` (0/1), ``return`` (sum of gamma^t r_t: under sparse reward an earlier
-    success scores more) or ``max_reward`` (the best step reward: under shaped rewards, how close it came)."""
+def discounts(batch: Any, algo: Any) -> torch.Tensor:
+    """The discount of each decision ``[T, B]``: ``algo.gamma`` per decision, or gamma^(env steps it ran) with
+    ``algo.discount_unit == "env_step"`` (a chunk of K steps discounts what follows it by gamma^K)."""
+    if algo.discount_unit == "env_step":
+        return algo.gamma ** batch.steps.float()
+    return torch.full(batch.reward.shape, float(algo.gamma))
+
+
+def episode_scores(batch: Any, kind: str, gamma: torch.Tensor) -> torch.Tensor:
+    """Per-episode scores ``[B]``: ``success`` (0/1), ``return`` (the discounted sum of rewards, ``gamma`` the
+    per-decision discounts ``[T, B]``: under sparse reward an earlier success scores more) or ``max_reward`` (the
+    best step reward: under shaped rewards, how close it came)."""
     if kind == "success":
         return batch.success.float()
     if kind == "return":
-        discount = gamma ** torch.arange(batch.reward.shape[0], dtype=torch.float32).unsqueeze(1)
+        discount = torch.cumprod(torch.cat([torch.ones_like(gamma[:1]), gamma[:-1]]), dim=0)  # prod_{u<t} gamma_u
         return (batch.reward * batch.mask * discount).sum(0)
     if kind == "max_reward":
         return batch.reward.masked_fill(~batch.mask, -torch.inf).amax(0)
@@ -44,17 +53,15 @@ def advantages(batch: Any, algo: Any) -> tuple[torch.Tensor, torch.Tensor]:
     negative advantages.
     """
     name = estimator_name(algo)
-    ret = batch.value
+    ret, gamma = batch.value, discounts(batch, algo)
     if name == "gae":
-        adv, ret = gae(
-            batch.reward, batch.value, batch.next_value, batch.terminated, batch.truncated, algo.gamma, algo.lam
-        )
+        adv, ret = gae(batch.reward, batch.value, batch.next_value, batch.terminated, batch.truncated, gamma, algo.lam)
         if algo.norm_adv:
             adv = normalize(adv, batch.mask)
     elif name == "reinforce_pp":  # per-step return-to-go, whitened over the batch: no critic
-        adv = reinforce_pp(batch.reward, batch.terminated, batch.truncated, algo.gamma, mask=batch.mask)
+        adv = reinforce_pp(batch.reward, batch.terminated, batch.truncated, gamma, mask=batch.mask)
     else:
-        scores = episode_scores(batch, algo.score, algo.gamma)
+        scores = episode_scores(batch, algo.score, gamma)
         extra = {"normalize_std": algo.group_std} if name == "grpo" else {}
         adv = get_advantage(name)(scores, batch.group_id, **extra).unsqueeze(0).expand_as(batch.value)
     if algo.step_weight == "episode":

@@ -118,7 +118,7 @@ class DemosConfig:
 
 @dataclass
 class OpenVLAOptions:
-    """Options of the ``openvla`` family (``policies/openvla/``): where its value is read."""
+    """Options of the Prismatic families (``openvla``, ``openvla_oft``): where the value is read."""
 
     value_position: str = doc(
         "last_prompt",
@@ -133,11 +133,25 @@ class OpenVLAOptions:
 
 
 @dataclass
+class OFTOptions:
+    """Options of the ``openvla_oft`` family (``policies/openvla_oft/``); it also reads ``policy.openvla``'s."""
+
+    chunk_len: int = doc(
+        4, "Actions per decision K, decoded in one pass and run open-loop by the env (OFT's LIBERO models: 8).", ge=1
+    )
+
+
+@dataclass
 class PolicyConfig:
     """The VLA policy: family, architecture or checkpoint, decoding, LoRA, device; then one section per family
     (``policy.<family>.*``) with the options only that family reads."""
 
-    family: str = doc("openvla", "Policy family (one folder per family under vlarl/policies).", choices=("openvla",))
+    family: str = doc(
+        "openvla",
+        "Policy family (one folder per family under vlarl/policies): 'openvla' decodes one action token by token; "
+        "'openvla_oft' decodes a chunk of `openvla_oft.chunk_len` actions in one parallel pass.",
+        choices=("openvla", "openvla_oft"),
+    )
     arch: str = doc(
         "tiny",
         "Named architecture of the family, built from scratch: openvla has 'tiny', "
@@ -169,6 +183,7 @@ class PolicyConfig:
         choices=("auto", "fp32", "bf16"),
     )
     openvla: OpenVLAOptions = field(default_factory=OpenVLAOptions)
+    openvla_oft: OFTOptions = field(default_factory=OFTOptions)
 
 
 @dataclass
@@ -240,6 +255,12 @@ class AlgoConfig:
     )
     gamma: float = doc(0.99, "Discount.", ge=0, le=1)
     lam: float = doc(0.95, "GAE lambda.", ge=0, le=1)
+    discount_unit: str = doc(
+        "decision",
+        "What `gamma` discounts: 'decision' (once per policy call, i.e. per chunk) or 'env_step' (a chunk of n env "
+        "steps by gamma^n). The same for K = 1.",
+        choices=("decision", "env_step"),
+    )
     group_size: int = doc(8, "GRPO: episodes per group (same task and initial state); divides env.num_envs.", ge=1)
     norm_adv: bool = doc(True, "Whiten advantages over the batch (ppo).")
     policy_loss: str = doc(

@@ -1,4 +1,4 @@
-"""VLA policies: one folder per family (``openvla/``) and ``make_policy`` to build one from config."""
+"""VLA policies: one folder per family (``openvla/``, ``openvla_oft/``) and ``make_policy`` to build one from config."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from vlarl.policies.openvla.action_tokenizer import ActionNormStats
 from vlarl.policies.openvla.factory import make_openvla
 from vlarl.policies.openvla.policy import OpenVLAPolicy
+from vlarl.policies.openvla_oft import make_openvla_oft
 
 FamilyBuilder = Callable[..., Any]
 """``(cfg, action_dim, proprio_dim, norm_stats, instructions) -> policy`` (a ``VLAPolicy``, on CPU)."""
@@ -50,5 +51,6 @@ def resolve_device(name: str):
 
 
 register_family("openvla", make_openvla)
+register_family("openvla_oft", make_openvla_oft)
 
 __all__ = ["ActionNormStats", "OpenVLAPolicy", "families", "make_policy", "register_family", "resolve_device"]

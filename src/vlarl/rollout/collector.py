@@ -18,7 +18,18 @@ import torch
 from vlarl.policies.base import GREEDY, SAMPLE, Sampling, VLAPolicy
 from vlarl.rollout.schema import Batch, gather_obs
 
-_PER_STEP = ("action_tokens", "actions", "logprob", "value", "cut_value", "reward", "terminated", "truncated", "mask")
+_PER_STEP = (
+    "action_tokens",
+    "actions",
+    "logprob",
+    "value",
+    "cut_value",
+    "reward",
+    "terminated",
+    "truncated",
+    "mask",
+    "steps",
+)
 
 
 def collect_episodes(
@@ -68,11 +79,12 @@ def collect_episodes(
             ("terminated", torch.as_tensor(term)),
             ("truncated", torch.as_tensor(trunc)),
             ("mask", torch.as_tensor(alive.copy())),
+            ("steps", torch.as_tensor(info["valid"].sum(1) * alive, dtype=torch.int64)),
         ):
             steps[key].append(val)
         ended = term | trunc  # both are already limited to live episodes
         success[ended] = info["episode_success"][ended]
-        length[alive] += info["valid"][alive].sum(1)
+        length += steps["steps"][-1].numpy()
         alive &= ~ended
         if not alive.any():
             break

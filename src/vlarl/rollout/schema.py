@@ -42,6 +42,7 @@ SCHEMA: dict[str, Key] = {
     "terminated": Key("bool", ("T", "B"), "the episode ended at this step by success (no bootstrap)"),
     "truncated": Key("bool", ("T", "B"), "the episode was cut at this step (bootstrap from next_value)"),
     "mask": Key("bool", ("T", "B"), "the step belongs to the env's episode"),
+    "steps": Key("int64", ("T", "B"), "env steps the decision ran: K, fewer where its episode ended, 0 after"),
     "policy_version": Key("int64", ("T", "B"), "the version of the weights that chose the action"),
     "group_id": Key("int64", ("B",), "envs with the same id share task and initial state (GRPO)"),
     "task": Key("str", ("B",), "the task name"),
@@ -96,6 +97,7 @@ class Batch:
     terminated: torch.Tensor
     truncated: torch.Tensor
     mask: torch.Tensor
+    steps: torch.Tensor
     policy_version: torch.Tensor
     group_id: torch.Tensor
     task: list[str]

@@ -262,6 +262,8 @@ def save_pretrained(
         "norm_stats": norm_stats,
         "torch_dtype": "float32",
         "vlarl": {
+            "family": policy.FAMILY,
+            "chunk_len": policy.chunk_len,
             "action_dim": policy.action_dim,
             "prompt": policy.prompt,
             "value_position": policy.value_position,
@@ -292,10 +294,24 @@ def read_config(path: Path) -> dict[str, Any]:
     return json.loads(file.read_text())
 
 
-def load_pretrained(path: str | Path, unnorm_key: str = "", **policy_kwargs: Any) -> OpenVLAPolicy:
-    """Build an ``OpenVLAPolicy`` from an OpenVLA-layout folder (ours or OpenVLA's own)."""
+def checkpoint_family(path: Path, config: dict[str, Any]) -> str:
+    """The policy family a checkpoint folder holds: vlarl's record, else ``openvla_oft`` where OFT's action-head
+    files lie beside OpenVLA's layout, else ``openvla``."""
+    if "family" in config.get("vlarl", {}):
+        return config["vlarl"]["family"]
+    return "openvla_oft" if any(path.glob("action_head--*_checkpoint.pt")) else "openvla"
+
+
+def load_pretrained(
+    path: str | Path, unnorm_key: str = "", cls: type[OpenVLAPolicy] = OpenVLAPolicy, **policy_kwargs: Any
+) -> OpenVLAPolicy:
+    """Build a ``cls`` policy (``OpenVLAPolicy`` or a subclass) from an OpenVLA-layout folder (ours or OpenVLA's
+    own); a folder of another family is refused. ``policy_kwargs`` override the folder's policy settings."""
     path = Path(path)
     config = read_config(path)
+    family = checkpoint_family(path, config)
+    if family != cls.FAMILY:
+        raise ValueError(f"{path} holds a {family} checkpoint; policy.family={cls.FAMILY} cannot load it")
     extra = config.get("vlarl", {})
     text = {k: v for k, v in config["text_config"].items() if k not in ("model_type", "architectures")}
     pcfg = PrismaticConfig(
@@ -322,13 +338,13 @@ def load_pretrained(path: str | Path, unnorm_key: str = "", **policy_kwargs: Any
     if key not in stats:
         raise ValueError(f"unnorm_key {key!r} not in the checkpoint's norm_stats; keys: {sorted(stats)}")
     norm = ActionNormStats.from_dict(stats[key]["action"])
-    kwargs = {k: extra[k] for k in ("prompt", "value_position", "critic") if k in extra}
+    kwargs = {k: extra[k] for k in cls.SETTINGS if k in extra}
     kwargs.update(policy_kwargs)
     tokenizer = load_tokenizer(path)
     # vlarl's tokenizers end with the action tokens; OpenVLA's Llama one has an added <PAD> above them
     default_vocab = len(tokenizer) if extra else tokenizer.vocab_size
     kwargs.setdefault("action_vocab_size", extra.get("action_vocab_size", default_vocab))
-    policy = OpenVLAPolicy(model, tokenizer, norm, len(norm.q01), **kwargs)
+    policy = cls(model, tokenizer, norm, len(norm.q01), **kwargs)
     heads_file = path / "vlarl_heads.safetensors"
     if heads_file.is_file():
         heads = load_file(heads_file)

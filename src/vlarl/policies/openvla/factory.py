@@ -81,28 +81,33 @@ def build_policy(
     norm_stats: ActionNormStats | None = None,
     proprio_dim: int = 0,
     instructions: list[str] = (),
+    cls: type[OpenVLAPolicy] = OpenVLAPolicy,
     **policy_kwargs: Any,
 ) -> OpenVLAPolicy:
-    """A randomly initialised policy with vlarl's byte-level BPE tokenizer, trained on the prompts of
+    """A randomly initialised ``cls`` policy with vlarl's byte-level BPE tokenizer, trained on the prompts of
     ``instructions`` (other text still tokenizes, byte by byte)."""
     prompt = policy_kwargs.get("prompt", OpenVLAPolicy.DEFAULT_PROMPT)
     tokenizer = build_byte_tokenizer([prompt.format(instruction=i) for i in instructions])
     model = PrismaticVLA(build_config(arch, len(tokenizer), proprio_dim))
-    return OpenVLAPolicy(
-        model, tokenizer, norm_stats or ActionNormStats.identity(action_dim), action_dim, **policy_kwargs
-    )
+    return cls(model, tokenizer, norm_stats or ActionNormStats.identity(action_dim), action_dim, **policy_kwargs)
 
 
 def make_openvla(
-    cfg: Any, action_dim: int, proprio_dim: int, norm_stats: ActionNormStats | None, instructions: list[str]
+    cfg: Any,
+    action_dim: int,
+    proprio_dim: int,
+    norm_stats: ActionNormStats | None,
+    instructions: list[str],
+    cls: type[OpenVLAPolicy] = OpenVLAPolicy,
+    **family_kwargs: Any,
 ) -> OpenVLAPolicy:
-    """The openvla family's builder: loaded from ``cfg.checkpoint`` or built from ``cfg.arch``; LoRA when
-    ``cfg.lora_rank > 0``."""
+    """The builder of the Prismatic families (``cls``: ``openvla``'s policy or a subclass, with its own
+    ``family_kwargs``): loaded from ``cfg.checkpoint`` or built from ``cfg.arch``; LoRA when ``cfg.lora_rank > 0``."""
     from vlarl.policies.openvla.checkpoint import load_pretrained
     from vlarl.policies.openvla.lora import apply_lora
 
     if cfg.checkpoint:
-        policy = load_pretrained(cfg.checkpoint, unnorm_key=cfg.unnorm_key, critic=cfg.openvla.critic)
+        policy = load_pretrained(cfg.checkpoint, cfg.unnorm_key, cls, critic=cfg.openvla.critic, **family_kwargs)
         if policy.action_dim != action_dim:
             raise ValueError(
                 f"checkpoint {cfg.checkpoint} predicts {policy.action_dim}-dim actions, the env has {action_dim}"
@@ -114,9 +119,11 @@ def make_openvla(
             norm_stats,
             proprio_dim if cfg.use_proprio else 0,
             instructions,
+            cls,
             prompt=cfg.prompt,
             value_position=cfg.openvla.value_position,
             critic=cfg.openvla.critic,
+            **family_kwargs,
         )
     if cfg.lora_rank > 0:
         apply_lora(policy, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets, cfg.train_projector, cfg.train_vision)

@@ -37,6 +37,8 @@ class ValueHead(nn.Module):
 class OpenVLAPolicy(nn.Module):
     """One decision is one action (``chunk_len`` 1): its A tokens decoded one after another."""
 
+    FAMILY = "openvla"  # written into checkpoints; loading checks it
+    SETTINGS = ("prompt", "value_position", "critic")  # constructor arguments a checkpoint restores
     DEFAULT_PROMPT = "In: What action should the robot take to {instruction}?\nOut:"
 
     def __init__(
@@ -102,7 +104,7 @@ class OpenVLAPolicy(nn.Module):
         if getattr(self, "lora", None) is not None:
             raise ValueError(f"{path} holds merged weights; a LoRA policy loads its adapters with load_state_dict")
         critic = "shared" if self.critic is None else "separate"
-        self.load_state_dict(load_pretrained(path, critic=critic).state_dict())
+        self.load_state_dict(load_pretrained(path, critic=critic, cls=type(self)).state_dict())
 
     @property
     def device(self) -> torch.device:

@@ -1,0 +1,27 @@
+"""OpenVLA-OFT: the Prismatic backbone of ``openvla/`` decoding an action chunk ``[K, A]`` in one pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vlarl.policies.openvla.checkpoint import checkpoint_family, read_config
+from vlarl.policies.openvla.factory import make_openvla
+from vlarl.policies.openvla_oft.policy import OFTPolicy
+
+
+def make_openvla_oft(cfg: Any, action_dim: int, proprio_dim: int, norm_stats: Any, instructions: list[str]):
+    """The openvla_oft family's builder: ``make_openvla`` with ``OFTPolicy``, K from ``policy.openvla_oft``."""
+    k = cfg.openvla_oft.chunk_len
+    if cfg.checkpoint:
+        path = Path(cfg.checkpoint)
+        config = read_config(path)
+        recorded = config.get("vlarl", {}).get("chunk_len", k)
+        if checkpoint_family(path, config) == OFTPolicy.FAMILY and recorded != k:
+            raise ValueError(
+                f"checkpoint {cfg.checkpoint} decodes chunks of {recorded}; policy.openvla_oft.chunk_len={k}"
+            )
+    return make_openvla(cfg, action_dim, proprio_dim, norm_stats, instructions, OFTPolicy, chunk_len=k)
+
+
+__all__ = ["OFTPolicy", "make_openvla_oft"]

@@ -1,0 +1,138 @@
+"""The OpenVLA-OFT family: one-pass chunk decoding, rollout/learner agreement, SFT, checkpoints, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vlarl.config import load_config
+from vlarl.policies import make_policy
+from vlarl.policies.base import Sampling
+from vlarl.policies.openvla.factory import build_policy
+from vlarl.policies.openvla_oft import OFTPolicy
+from vlarl.policies.openvla_oft.policy import key_padding_attention
+
+INSTRUCTIONS = ["reach the goal position", "push the puck", "open the drawer please now"]
+
+
+def _obs(b=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "image": rng.integers(0, 256, (b, 1, 64, 64, 3), dtype=np.uint8),
+        "instruction": INSTRUCTIONS[:b],
+        "proprio": rng.normal(size=(b, 4)).astype(np.float32),
+    }
+
+
+def _oft(k=3, seed=0, **kw):
+    torch.manual_seed(seed)
+    return build_policy("micro", 4, instructions=INSTRUCTIONS, cls=OFTPolicy, chunk_len=k, proprio_dim=4, **kw).eval()
+
+
+def test_key_padding_attention_by_hand():
+    mask = torch.tensor([[0, 1, 1]])  # one left pad
+    allowed = key_padding_attention(mask, torch.float32)[0, 0] == 0
+    assert allowed.tolist() == [[True, True, True], [False, True, True], [False, True, True]]
+
+
+@pytest.mark.parametrize("value_position", ["last_prompt", "first_action", "mean"])
+def test_one_pass_logprobs_equal_the_learners_with_mixed_prompt_lengths(value_position):
+    policy = _oft(value_position=value_position)
+    obs = _obs()
+    assert len(set(policy.prepare(obs)["attention_mask"].sum(1).tolist())) > 1  # prompts of different lengths
+    out = policy.act(obs, Sampling(temperature=1.3), torch.Generator().manual_seed(1))
+    assert out.actions.shape == (3, 3, 4) and out.tokens.shape == out.logprob.shape == (3, 3, 4)
+    logp, entropy, value = policy.evaluate(out.inputs, out.tokens, temperature=1.3)
+    torch.testing.assert_close(logp, out.logprob, atol=1e-5, rtol=0)
+    torch.testing.assert_close(value, out.value, atol=1e-5, rtol=0)
+    assert (entropy > 0).all() and (entropy <= np.log(256) + 1e-4).all()
+    # each row alone (no padding) scores as in the padded batch
+    for b in range(3):
+        alone = policy.prepare({k: v[b : b + 1] for k, v in obs.items()})
+        row_logp, _, row_value = policy.evaluate(alone, out.tokens[b : b + 1], temperature=1.3)
+        torch.testing.assert_close(row_logp, logp[b : b + 1], atol=1e-5, rtol=0)
+        torch.testing.assert_close(row_value, value[b : b + 1], atol=1e-5, rtol=0)
+
+
+def test_the_slots_attend_to_each_other_and_decode_independently():
+    """Slot outputs depend on how many slots there are (bidirectional), not on the tokens being scored."""
+    policy = _oft(k=3)
+    inputs = policy.prepare(_obs())
+    three = policy._parallel(policy.model, inputs)[0]
+    policy.chunk_len = 1
+    one = policy._parallel(policy.model, inputs)[0]
+    assert three.shape[1] == 12 and one.shape[1] == 4
+    assert (three[:, :4] - one).abs().max() > 1e-3  # the later slots change the first action's logits
+    policy.chunk_len = 3
+    tokens = policy.act(_obs()).tokens
+    other = tokens.clone()
+    other[:, 2] = policy.action_tokenizer.first_id  # a different last action
+    logp, _, _ = policy.evaluate(inputs, tokens)
+    logp_other, _, _ = policy.evaluate(inputs, other)
+    torch.testing.assert_close(logp[:, :2], logp_other[:, :2])  # earlier actions' scores are unchanged
+
+
+def test_greedy_chunk_is_the_argmax_of_every_slot():
+    policy = _oft()
+    out = policy.act(_obs(), Sampling(greedy=True))
+    logits = policy._parallel(policy.model, out.inputs)[0]
+    first = policy.action_tokenizer.first_id
+    best = logits[..., first : first + 256].argmax(-1) + first
+    assert torch.equal(out.tokens.flatten(1), best)
+
+
+def test_sft_lowers_the_loss_on_a_fixed_batch():
+    policy = _oft().train()
+    inputs = policy.prepare(_obs())
+    targets = policy.encode_actions(np.random.default_rng(0).uniform(-1, 1, (3, 3, 4)))
+    opt = torch.optim.Adam(policy.parameters(), lr=1e-3)
+    first, _ = policy.sft_loss(inputs, targets)
+    for _ in range(40):
+        loss, metrics = policy.sft_loss(inputs, targets)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert metrics["loss"] < 0.5 * first.item()
+
+
+def test_wrong_token_shapes_are_refused():
+    policy = _oft(k=3)
+    inputs = policy.prepare(_obs())
+    with pytest.raises(ValueError, match=r"openvla_oft scores tokens \[B, K=3, A=4\], got \[3, 1, 4\]"):
+        policy.evaluate(inputs, torch.zeros(3, 1, 4, dtype=torch.long))
+
+
+def _cfg(*overrides):
+    return load_config("train", overrides=["policy.family=openvla_oft", "policy.arch=micro", *overrides]).policy
+
+
+def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
+    policy = make_policy(_cfg("policy.openvla_oft.chunk_len=2", "policy.use_proprio=true"), 4, 4, None, INSTRUCTIONS)
+    policy.eval()
+    policy.save(tmp_path / "oft")
+    saved = json.loads((tmp_path / "oft" / "config.json").read_text())["vlarl"]
+    assert saved["family"] == "openvla_oft" and saved["chunk_len"] == 2
+    loaded = make_policy(_cfg("policy.openvla_oft.chunk_len=2", f"policy.checkpoint={tmp_path / 'oft'}"), 4).eval()
+    assert isinstance(loaded, OFTPolicy) and loaded.chunk_len == 2
+    inputs = policy.prepare(_obs())
+    want = policy._parallel(policy.model, inputs)
+    got = loaded._parallel(loaded.model, loaded.prepare(_obs()))
+    for a, b in zip(want, got):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    copy = make_policy(_cfg("policy.openvla_oft.chunk_len=2", "policy.use_proprio=true"), 4, 4, None, INSTRUCTIONS)
+    copy.load(tmp_path / "oft")
+    torch.testing.assert_close(copy._parallel(copy.model, inputs)[0], want[0], atol=0, rtol=0)
+
+
+def test_a_checkpoint_of_another_family_or_chunk_length_is_refused(tmp_path):
+    make_policy(_cfg("policy.openvla_oft.chunk_len=2"), 4, 0, None, INSTRUCTIONS).save(tmp_path / "oft")
+    make_policy(_cfg("policy.family=openvla"), 4, 0, None, INSTRUCTIONS).save(tmp_path / "ar")
+    with pytest.raises(ValueError, match="holds a openvla checkpoint; policy.family=openvla_oft cannot load it"):
+        make_policy(_cfg(f"policy.checkpoint={tmp_path / 'ar'}"), 4)
+    with pytest.raises(ValueError, match="holds a openvla_oft checkpoint; policy.family=openvla cannot load it"):
+        make_policy(_cfg("policy.family=openvla", f"policy.checkpoint={tmp_path / 'oft'}"), 4)
+    with pytest.raises(ValueError, match=r"decodes chunks of 2; policy.openvla_oft.chunk_len=4"):
+        make_policy(_cfg("policy.openvla_oft.chunk_len=4", f"policy.checkpoint={tmp_path / 'oft'}"), 4)
+    with pytest.raises(ValueError, match="predicts 4-dim actions, the env has 7"):
+        make_policy(_cfg("policy.openvla_oft.chunk_len=2", f"policy.checkpoint={tmp_path / 'oft'}"), 7)
