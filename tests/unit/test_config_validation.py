@@ -68,7 +68,9 @@ BAD = [
         "'last_prompt', 'first_action', 'mean'",
     ),
     ("sft", "policy.openvla.critic=twin", "policy.openvla.critic='twin'", "'shared', 'separate'"),
-    ("sft", "policy.family=pi0", "policy.family='pi0'", "'openvla'"),
+    ("sft", "policy.family=pi0", "policy.family='pi0'", "'openvla', 'openvla_oft'"),
+    ("sft", "policy.openvla_oft.chunk_len=0", "policy.openvla_oft.chunk_len=0", ">= 1"),
+    ("sft", "policy.openvla_oft.action_head=mse", "policy.openvla_oft.action_head='mse'", "'discrete', 'l1'"),
     ("sft", "policy.device=tpu", "policy.device='tpu'", "auto, cpu, cuda or cuda:<n>"),
     ("eval", "eval.trials_per_task=0", "eval.trials_per_task=0", ">= 1"),
     ("eval", "eval.videos_per_task=-2", "eval.videos_per_task=-2", ">= 0"),
@@ -106,6 +108,10 @@ def test_every_problem_is_listed_at_once():
         (
             ["eval.trials_per_task=60", "env.num_eval_init_states=50"],
             "eval.trials_per_task=60: must be <= env.num_eval",
+        ),
+        (
+            ["policy.family=openvla_oft", "policy.openvla_oft.action_head=l1"],
+            "policy.openvla_oft.action_head='l1': RL trains the discrete head",
         ),
     ],
 )

@@ -136,3 +136,95 @@ def test_a_checkpoint_of_another_family_or_chunk_length_is_refused(tmp_path):
         make_policy(_cfg("policy.openvla_oft.chunk_len=4", f"policy.checkpoint={tmp_path / 'oft'}"), 4)
     with pytest.raises(ValueError, match="predicts 4-dim actions, the env has 7"):
         make_policy(_cfg("policy.openvla_oft.chunk_len=2", f"policy.checkpoint={tmp_path / 'oft'}"), 7)
+
+
+def _oft_release(tmp_path, a=4, p=3, out_dim=None):
+    """A tiny folder in the layout of OFT's released fine-tunes: OpenVLA's files (no vlarl metadata), DDP-saved
+    ``action_head--150000_checkpoint.pt`` (bf16) and ``proprio_projector--150000_checkpoint.pt``, and
+    ``dataset_statistics.json`` with action and proprio statistics."""
+    from vlarl.policies.openvla.checkpoint import save_pretrained
+    from vlarl.policies.openvla.modeling import ProprioProjector
+    from vlarl.policies.openvla_oft.heads import L1Head
+
+    torch.manual_seed(0)
+    base = build_policy("micro", a, instructions=INSTRUCTIONS)
+    path = tmp_path / "oft-release"
+    save_pretrained(base, path)
+    config = json.loads((path / "config.json").read_text())
+    config.pop("vlarl")
+    (path / "config.json").write_text(json.dumps(config))
+    (path / "vlarl_heads.safetensors").unlink()
+    d = base.model.hidden_size
+    head, proj = L1Head(d, a), ProprioProjector(p, d)
+    if out_dim:  # a head of the wrong action size
+        head.model.fc2 = torch.nn.Linear(d, out_dim)
+    torch.save(
+        {f"module.{k}": v.bfloat16() for k, v in head.state_dict().items()}, path / "action_head--150000_checkpoint.pt"
+    )
+    torch.save(
+        {f"module.{k}": v for k, v in proj.state_dict().items()}, path / "proprio_projector--150000_checkpoint.pt"
+    )
+    stats = {
+        "action": {"q01": [-0.5] * a, "q99": [0.5] * a, "mask": [True] * (a - 1) + [False]},
+        "proprio": {"q01": [-2.0] * p, "q99": [2.0] * p},
+    }
+    (path / "dataset_statistics.json").write_text(json.dumps({"libero_spatial_no_noops": stats}))
+    return path, head, proj
+
+
+def _release_cfg(path, *overrides):
+    return _cfg(
+        f"policy.checkpoint={path}",
+        "policy.unnorm_key=libero_spatial_no_noops",
+        "policy.openvla_oft.chunk_len=2",
+        "policy.openvla_oft.action_head=l1",
+        *overrides,
+    )
+
+
+def test_oft_release_layout_loads_its_head_projector_and_statistics(tmp_path):
+    path, head, proj = _oft_release(tmp_path)
+    policy = make_policy(_release_cfg(path), 4).eval()
+    assert isinstance(policy, OFTPolicy) and policy.model.config.proprio_dim == 3
+    for name, value in head.state_dict().items():
+        torch.testing.assert_close(policy.l1_head.state_dict()[name], value.bfloat16().float(), atol=0, rtol=0)
+    for name, value in proj.state_dict().items():
+        torch.testing.assert_close(policy.model.proprio_projector.state_dict()[name], value, atol=0, rtol=0)
+    obs = {**_obs(2), "proprio": np.array([[4.0, 0.0, -1.0], [1.0, 2.0, -3.0]], np.float32)}
+    out = policy.act(obs)
+    expected_proprio = np.clip(2 * (obs["proprio"] + 2) / 4 - 1, -1, 1)  # q01 -2, q99 2
+    np.testing.assert_allclose(out.inputs["proprio"].numpy(), expected_proprio, atol=1e-6)
+    with torch.no_grad():
+        pred = policy.l1_head(policy._parallel(policy.model, out.inputs)[1], 2).clamp(-1, 1).numpy()
+    by_hand = np.where([True, True, True, False], 0.5 * (pred + 1) * 1.0 - 0.5, pred)  # q01 -0.5, q99 0.5
+    assert out.actions.shape == (2, 2, 4)
+    np.testing.assert_allclose(out.actions, by_hand, atol=1e-6)
+    with pytest.raises(ValueError, match="holds a openvla_oft checkpoint; policy.family=openvla cannot load it"):
+        make_policy(_cfg("policy.family=openvla", f"policy.checkpoint={path}", "policy.unnorm_key=vlarl"), 4)
+
+
+def test_a_misshapen_or_doubled_oft_file_is_named(tmp_path):
+    path, _, _ = _oft_release(tmp_path, out_dim=7)
+    with pytest.raises(ValueError, match=r"\(action_head\): .*model.fc2.weight: \[7, 128\], expected \[4, 128\]"):
+        make_policy(_release_cfg(path), 4)
+    (path / "action_head--2_checkpoint.pt").write_bytes((path / "action_head--150000_checkpoint.pt").read_bytes())
+    with pytest.raises(ValueError, match="several action_head files"):
+        make_policy(_release_cfg(path), 4)
+
+
+def test_sft_trains_the_l1_head_on_normalised_actions(tmp_path):
+    path, _, _ = _oft_release(tmp_path)
+    policy = make_policy(_release_cfg(path), 4).train()
+    actions = np.random.default_rng(0).uniform(-0.4, 0.4, (2, 2, 4)).astype(np.float32)
+    targets = policy.encode_actions(actions)
+    assert targets.dtype == torch.float32  # normalised actions, not tokens
+    np.testing.assert_allclose(targets[..., :3].numpy(), actions[..., :3] * 2, atol=1e-6)  # [-0.5, 0.5] -> [-1, 1]
+    inputs = policy.prepare({**_obs(2), "proprio": np.zeros((2, 3), np.float32)})
+    opt = torch.optim.Adam(policy.parameters(), lr=1e-3)
+    first = policy.sft_loss(inputs, targets)[0].item()
+    for _ in range(30):
+        loss, _ = policy.sft_loss(inputs, targets)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first

@@ -157,6 +157,12 @@ def _cross_problems(cfg: Any) -> list[str]:
     demos = getattr(cfg, "demos", None)
     if demos is not None and demos.source and env.backend != "libero":
         problems.append(f"demos.source={demos.source!r}: importing demo files needs env.backend=libero")
+    policy = getattr(cfg, "policy", None)
+    if algo is not None and policy.family == "openvla_oft" and policy.openvla_oft.action_head == "l1":
+        problems.append(
+            "policy.openvla_oft.action_head='l1': RL trains the discrete head; start RL from an L1 fine-tune with "
+            "action_head=discrete after a short `vlarl sft` of that head on demos (README, OpenVLA-OFT)"
+        )
     if ev is not None and env is not None and ev.trials_per_task > env.num_eval_init_states:
         problems.append(
             f"eval.trials_per_task={ev.trials_per_task}: must be <= env.num_eval_init_states={env.num_eval_init_states}"

@@ -139,6 +139,12 @@ class OFTOptions:
     chunk_len: int = doc(
         4, "Actions per decision K, decoded in one pass and run open-loop by the env (OFT's LIBERO models: 8).", ge=1
     )
+    action_head: str = doc(
+        "discrete",
+        "'discrete': 256-bin tokens from the LM head (what RL trains); 'l1': OFT's L1-regression head gives the "
+        "(continuous) actions and SFT trains it with the L1 loss (OFT's released fine-tunes carry one).",
+        choices=("discrete", "l1"),
+    )
 
 
 @dataclass

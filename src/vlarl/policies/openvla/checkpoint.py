@@ -242,7 +242,10 @@ def save_pretrained(
     """Write ``policy`` as an OpenVLA-layout folder (atomically); returns the path."""
     model = policy.model
     cfg = model.config
-    norm_stats = {**cfg.norm_stats, unnorm_key: {"action": policy.norm_stats.to_dict()}}
+    own = {"action": policy.norm_stats.to_dict()}
+    if policy.proprio_stats is not None:
+        own["proprio"] = policy.proprio_stats.to_dict()
+    norm_stats = {**cfg.norm_stats, unnorm_key: own}
     config = {
         "architectures": ["OpenVLAForActionPrediction"],
         "model_type": "openvla",
@@ -274,11 +277,7 @@ def save_pretrained(
             "action_vocab_size": policy.action_tokenizer.vocab_size,
         },
     }
-    heads = {f"value_head.{k}": v for k, v in policy.value_head.state_dict().items()}
-    if policy.critic is not None:
-        heads.update({f"critic.{k}": v for k, v in policy.critic.state_dict().items()})
-    if model.proprio_projector is not None:
-        heads.update({f"proprio_projector.{k}": v for k, v in model.proprio_projector.state_dict().items()})
+    heads = {f"{name}.{k}": v for name, module in policy.heads().items() for k, v in module.state_dict().items()}
     with atomic_dir(path) as tmp:
         _write_tensors(tmp, openvla_state_dict(model), max_shard_bytes)
         save_file({k: v.detach().cpu().contiguous() for k, v in heads.items()}, tmp / "vlarl_heads.safetensors")
@@ -303,16 +302,29 @@ def checkpoint_family(path: Path, config: dict[str, Any]) -> str:
 
 
 def load_pretrained(
-    path: str | Path, unnorm_key: str = "", cls: type[OpenVLAPolicy] = OpenVLAPolicy, **policy_kwargs: Any
+    path: str | Path,
+    unnorm_key: str = "",
+    cls: type[OpenVLAPolicy] = OpenVLAPolicy,
+    extra_heads: dict[str, torch.Tensor] | None = None,
+    **policy_kwargs: Any,
 ) -> OpenVLAPolicy:
     """Build a ``cls`` policy (``OpenVLAPolicy`` or a subclass) from an OpenVLA-layout folder (ours or OpenVLA's
-    own); a folder of another family is refused. ``policy_kwargs`` override the folder's policy settings."""
+    own); a folder of another family is refused. ``policy_kwargs`` override the folder's policy settings;
+    ``extra_heads`` adds head tensors (``<head>.<name>``) found outside ``vlarl_heads.safetensors`` (their
+    presence also sets ``proprio_dim``). ``dataset_statistics.json`` entries extend the config's norm_stats."""
+    extra_heads = extra_heads or {}
     path = Path(path)
     config = read_config(path)
     family = checkpoint_family(path, config)
     if family != cls.FAMILY:
         raise ValueError(f"{path} holds a {family} checkpoint; policy.family={cls.FAMILY} cannot load it")
     extra = config.get("vlarl", {})
+    stats_file = path / "dataset_statistics.json"
+    norm_stats = {
+        **config.get("norm_stats", {}),
+        **(json.loads(stats_file.read_text()) if stats_file.is_file() else {}),
+    }
+    proprio = extra_heads.get("proprio_projector.fc1.weight")
     text = {k: v for k, v in config["text_config"].items() if k not in ("model_type", "architectures")}
     pcfg = PrismaticConfig(
         timm_model_ids=list(config["timm_model_ids"]),
@@ -323,8 +335,8 @@ def load_pretrained(
         arch_specifier=config.get("arch_specifier", "no-align+gelu-mlp"),
         n_action_bins=config.get("n_action_bins", 256),
         pad_to_multiple_of=config.get("pad_to_multiple_of", 64),
-        norm_stats=config.get("norm_stats", {}),
-        proprio_dim=extra.get("proprio_dim", 0),
+        norm_stats=norm_stats,
+        proprio_dim=extra.get("proprio_dim", 0) if proprio is None else proprio.shape[1],
         prompt_suffix_id=extra.get("prompt_suffix_id", 29871 if "llama" in config.get("llm_backbone_id", "") else None),
     )
     model = PrismaticVLA(pcfg)
@@ -345,14 +357,26 @@ def load_pretrained(
     default_vocab = len(tokenizer) if extra else tokenizer.vocab_size
     kwargs.setdefault("action_vocab_size", extra.get("action_vocab_size", default_vocab))
     policy = cls(model, tokenizer, norm, len(norm.q01), **kwargs)
+    if "proprio" in stats[key] and model.proprio_projector is not None:
+        policy.proprio_stats = ActionNormStats.from_dict(stats[key]["proprio"])
     heads_file = path / "vlarl_heads.safetensors"
-    if heads_file.is_file():
-        heads = load_file(heads_file)
-        policy.value_head.load_state_dict({k[11:]: v for k, v in heads.items() if k.startswith("value_head.")})
-        if policy.critic is not None and any(k.startswith("critic.") for k in heads):
-            policy.critic.load_state_dict({k[7:]: v for k, v in heads.items() if k.startswith("critic.")})
-        if model.proprio_projector is not None:
-            model.proprio_projector.load_state_dict(
-                {k[18:]: v for k, v in heads.items() if k.startswith("proprio_projector.")}
-            )
+    tensors = {**(load_file(heads_file) if heads_file.is_file() else {}), **extra_heads}
+    for name, module in policy.heads().items():
+        part = {k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(f"{name}.")}
+        if part or name == "proprio_projector":  # a missing value head, critic or action head starts fresh
+            load_module(module, part, f"{path} ({name})")
     return policy
+
+
+def load_module(module: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
+    """``module.load_state_dict(tensors)`` with an error that names the missing, unexpected or misshapen tensors."""
+    want = module.state_dict()
+    missing, unexpected = sorted(set(want) - set(tensors)), sorted(set(tensors) - set(want))
+    shapes = [
+        f"{k}: {list(tensors[k].shape)}, expected {list(want[k].shape)}"
+        for k in want
+        if k in tensors and tensors[k].shape != want[k].shape
+    ]
+    if missing or unexpected or shapes:
+        raise ValueError(f"{where}: missing tensors {missing}, unexpected {unexpected}, wrong shapes {shapes}")
+    module.load_state_dict({k: v.to(want[k].dtype) for k, v in tensors.items()})

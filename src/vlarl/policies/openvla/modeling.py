@@ -33,7 +33,7 @@ class PrismaticConfig:
     n_action_bins: int = 256
     pad_to_multiple_of: int = 64
     norm_stats: dict[str, Any] = field(default_factory=dict)
-    proprio_dim: int = 0  # vlarl extension: >0 adds one projected proprio token after the patches
+    proprio_dim: int = 0  # >0 adds one projected proprio token after the patches (as OpenVLA-OFT)
     prompt_suffix_id: int | None = None  # OpenVLA-7B appends Llama's empty token 29871 to the prompt
 
     @property
@@ -61,6 +61,19 @@ class Projector(nn.Module):
         return self.fc3(self.act(x)) if self.fused else x
 
 
+class ProprioProjector(nn.Module):
+    """``fc1, GELU, fc2``: proprio ``[B, P]`` -> one LLM embedding ``[B, D]`` (OpenVLA-OFT's, same names)."""
+
+    def __init__(self, proprio_dim: int, llm_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(proprio_dim, llm_dim)
+        self.fc2 = nn.Linear(llm_dim, llm_dim)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
 class PrismaticVLA(nn.Module):
     """Module names match OpenVLA's parameter names: ``vision_backbone``, ``projector``, ``language_model``."""
 
@@ -72,7 +85,7 @@ class PrismaticVLA(nn.Module):
         self.language_model = LlamaForCausalLM(LlamaConfig(**config.text_config))
         llm_dim = self.language_model.config.hidden_size
         self.projector = Projector(self.vision_backbone.embed_dim, llm_dim, config.use_fused_vision_backbone)
-        self.proprio_projector = nn.Linear(config.proprio_dim, llm_dim) if config.proprio_dim else None
+        self.proprio_projector = ProprioProjector(config.proprio_dim, llm_dim) if config.proprio_dim else None
         # Checkpoint tensors the network does not compute with (e.g. a tower's unused pooling head),
         # per tower, kept so that saving writes the checkpoint back complete.
         self.unused_tensors: dict[str, dict[str, torch.Tensor]] = {}

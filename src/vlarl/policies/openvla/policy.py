@@ -64,6 +64,7 @@ class OpenVLAPolicy(nn.Module):
         # tokenizer, whose added <PAD> (32000) sits above the action ids.
         self.action_tokenizer = ActionTokenizer(action_vocab_size or len(tokenizer), model.config.n_action_bins)
         self.norm_stats = norm_stats
+        self.proprio_stats: ActionNormStats | None = None  # set: proprio is normalised to [-1, 1] (as OFT)
         self.action_dim = action_dim
         self.chunk_len = 1
         self.prompt = prompt
@@ -73,6 +74,15 @@ class OpenVLAPolicy(nn.Module):
         self.critic = copy.deepcopy(model) if critic == "separate" else None
         if self.action_tokenizer.vocab_size > model.language_model.config.vocab_size:
             raise ValueError("the tokenizer is larger than the language model's vocabulary")
+
+    def heads(self) -> dict[str, nn.Module]:
+        """The modules a checkpoint stores beside OpenVLA's own tensors (``vlarl_heads.safetensors``), by prefix."""
+        heads = {"value_head": self.value_head}
+        if self.critic is not None:
+            heads["critic"] = self.critic
+        if self.model.proprio_projector is not None:
+            heads["proprio_projector"] = self.model.proprio_projector
+        return heads
 
     def freeze_vision(self) -> None:
         """Stop training the vision towers (here and in a separate critic): the learner skips their backward."""
@@ -128,7 +138,10 @@ class OpenVLAPolicy(nn.Module):
         mask = torch.tensor([[0] * (length - len(x)) + [1] * len(x) for x in ids], device=self.device)
         out = {"pixel_values": pixels.reshape(b, v, *pixels.shape[1:]), "input_ids": input_ids, "attention_mask": mask}
         if self.model.proprio_projector is not None:
-            out["proprio"] = torch.as_tensor(np.asarray(obs["proprio"]), device=self.device, dtype=torch.float32)
+            proprio = np.asarray(obs["proprio"], np.float32)
+            if self.proprio_stats is not None:
+                proprio = self.proprio_stats.normalize(proprio)
+            out["proprio"] = torch.as_tensor(proprio, device=self.device)
         return out
 
     def _restricted(self, logits: torch.Tensor, temperature: float) -> torch.Tensor:

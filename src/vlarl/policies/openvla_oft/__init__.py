@@ -7,12 +7,14 @@ from typing import Any
 
 from vlarl.policies.openvla.checkpoint import checkpoint_family, read_config
 from vlarl.policies.openvla.factory import make_openvla
+from vlarl.policies.openvla_oft.checkpoint import read_components
 from vlarl.policies.openvla_oft.policy import OFTPolicy
 
 
 def make_openvla_oft(cfg: Any, action_dim: int, proprio_dim: int, norm_stats: Any, instructions: list[str]):
     """The openvla_oft family's builder: ``make_openvla`` with ``OFTPolicy``, K from ``policy.openvla_oft``."""
     k = cfg.openvla_oft.chunk_len
+    extra = {"action_head": cfg.openvla_oft.action_head}
     if cfg.checkpoint:
         path = Path(cfg.checkpoint)
         config = read_config(path)
@@ -21,7 +23,8 @@ def make_openvla_oft(cfg: Any, action_dim: int, proprio_dim: int, norm_stats: An
             raise ValueError(
                 f"checkpoint {cfg.checkpoint} decodes chunks of {recorded}; policy.openvla_oft.chunk_len={k}"
             )
-    return make_openvla(cfg, action_dim, proprio_dim, norm_stats, instructions, OFTPolicy, chunk_len=k)
+        extra["extra_heads"] = read_components(path)
+    return make_openvla(cfg, action_dim, proprio_dim, norm_stats, instructions, OFTPolicy, chunk_len=k, **extra)
 
 
 __all__ = ["OFTPolicy", "make_openvla_oft"]
