@@ -107,6 +107,10 @@ def main() -> None:
             "iterations": summary["iterations"],
             "env_steps": summary["env_steps"],
             "sim_steps": summary["env_steps"] * cfg.env.action_repeat,
+            "episodes": summary["episodes"],
+            "decisions": summary["decisions"],
+            "decisions_per_s": summary["decisions"] / max(summary["collect_seconds"], 1e-9),
+            "env_steps_per_s": summary["env_steps"] / max(summary["collect_seconds"], 1e-9),
             "budget_min": budget[algo],
             "rl_minutes": summary["rl_seconds"] / 60,
             "wall_minutes": (time.perf_counter() - start) / 60,
@@ -138,7 +142,8 @@ def main() -> None:
             percent(r["mean_before"], r["stderr_before"]),
             percent(r["mean_after"], r["stderr_after"]),
             f"{r['mean_after'] - r['mean_before']:+.0%} (gap closed {r['gap_closed']:.0%}; "
-            f"{r['iterations']} it, {r['env_steps']} env steps = {r['sim_steps']} sim steps, "
+            f"{r['iterations']} it, {r['episodes']} episodes, {r['env_steps']} env steps = {r['sim_steps']} sim "
+            f"steps in {r['decisions']} decisions ({r['decisions_per_s']:.1f}/s in collection), "
             f"{r['rl_minutes']:.0f} min RL)",
             *greedy("mean"),
         )

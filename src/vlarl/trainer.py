@@ -224,6 +224,9 @@ class Trainer:
             "iterations": self.iteration,
             "rl_seconds": rl_seconds,
             "env_steps": sum(r["env/steps"] for r in history),
+            "decisions": sum(r["env/decisions"] for r in history),
+            "episodes": sum(r["rollout/episodes"] for r in history),
+            "collect_seconds": sum(r["timing/collect"] for r in history),
         }
         atomic_write_json(self.run_dir / "summary.json", summary)
         if history:

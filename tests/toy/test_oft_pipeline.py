@@ -33,6 +33,7 @@ def test_train_runs_chunks_end_to_end(tmp_path, capsys, monkeypatch, algo):
     run = tmp_path / "runs" / "oft"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["iterations"] == 2
+    assert summary["decisions"] < summary["env_steps"] <= 3 * summary["decisions"]  # up to 3 env steps per call
     # 12-step episodes in chunks of 3: at most 4 decisions per episode, each up to 3 env steps
     episodes = [e for r in summary["after"]["per_task"].values() for e in r["episodes"]]
     assert all(1 <= e["length"] <= 12 for e in episodes)

@@ -63,6 +63,7 @@ def rollout_metrics(batch: Any) -> dict[str, float]:
         "rollout/episode_length": batch.length.float().mean().item(),
         "env/reward": (batch.reward * batch.mask).sum().item() / episodes,
         "env/steps": int(batch.length.sum()),
+        "env/decisions": int(batch.mask.sum()),  # policy calls per env: env steps / K with chunks
     }
     for task in sorted(set(batch.task)):
         won = [ok for t, ok in zip(batch.task, batch.success.tolist()) if t == task]
