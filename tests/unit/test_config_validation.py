@@ -110,6 +110,10 @@ def test_every_problem_is_listed_at_once():
             "eval.trials_per_task=60: must be <= env.num_eval",
         ),
         (
+            ["policy.family=openvla_oft", "policy.openvla_oft.chunk_len=16", "env.max_episode_steps=10"],
+            "policy.openvla_oft.chunk_len=16: must be <= env.max_episode_steps=10",
+        ),
+        (
             ["policy.family=openvla_oft", "policy.openvla_oft.action_head=l1"],
             "policy.openvla_oft.action_head='l1': RL trains the discrete head",
         ),

@@ -163,6 +163,12 @@ def _cross_problems(cfg: Any) -> list[str]:
             "policy.openvla_oft.action_head='l1': RL trains the discrete head; start RL from an L1 fine-tune with "
             "action_head=discrete after a short `vlarl sft` of that head on demos (README, OpenVLA-OFT)"
         )
+    if policy is not None and env is not None and policy.family == "openvla_oft":
+        if policy.openvla_oft.chunk_len > env.max_episode_steps:
+            problems.append(
+                f"policy.openvla_oft.chunk_len={policy.openvla_oft.chunk_len}: must be <= env.max_episode_steps="
+                f"{env.max_episode_steps} (a chunk runs within one episode)"
+            )
     if ev is not None and env is not None and ev.trials_per_task > env.num_eval_init_states:
         problems.append(
             f"eval.trials_per_task={ev.trials_per_task}: must be <= env.num_eval_init_states={env.num_eval_init_states}"
