@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,11 @@ def _write_video(path: Path, frames: list[np.ndarray], fps: int = 20) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     imageio.mimwrite(path, frames, fps=fps, macro_block_size=1)
+
+
+def video_name(task: str, init_index: int) -> str:
+    """``<task>_init<NNN>.mp4``, with characters other systems refuse in file names (LIBERO's ``:``) as ``-``."""
+    return f"{re.sub(r'[^A-Za-z0-9._-]', '-', task)}_init{init_index:03d}.mp4"
 
 
 class VideoReplay:
@@ -114,7 +120,7 @@ def evaluate_policy(
                             if eval_cfg.video_size and replay is None:
                                 replay = VideoReplay(env_cfg, eval_cfg.video_size)
                             clip = replay.frames(task, idx, actions[b], frames[b]) if replay else frames[b]
-                            _write_video(out_dir / "videos" / f"{task}_init{idx:03d}.mp4", clip)
+                            _write_video(out_dir / "videos" / video_name(task, idx), clip)
                         bar.update()
                 if done.all():
                     break

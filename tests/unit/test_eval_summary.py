@@ -52,3 +52,10 @@ def test_suite_rows_for_tasks_named_suite_colon_index():
     text = console.export_text()
     assert "libero_goal" in text and "75% ± 12" in text and "38% ± 6" in text
     assert summarize({"reach-v3": _episodes([True])})["per_suite"] == {}
+
+
+def test_video_names_are_portable_file_names():
+    from vlarl.evaluate import video_name
+
+    assert video_name("reach-v3", 7) == "reach-v3_init007.mp4"
+    assert video_name("libero_spatial:3", 12) == "libero_spatial-3_init012.mp4"
