@@ -104,7 +104,7 @@ def test_wrong_token_shapes_are_refused():
 
 
 def _cfg(*overrides):
-    return load_config("train", overrides=["policy.family=openvla_oft", "policy.arch=micro", *overrides]).policy
+    return load_config("sft", overrides=["policy.family=openvla_oft", "policy.arch=micro", *overrides]).policy
 
 
 def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
@@ -228,3 +228,14 @@ def test_sft_trains_the_l1_head_on_normalised_actions(tmp_path):
         loss.backward()
         opt.step()
     assert loss.item() < 0.5 * first
+
+
+def test_lora_trains_the_l1_head_beside_the_adapters(tmp_path):
+    from vlarl.policies.openvla.lora import apply_lora
+
+    path, _, _ = _oft_release(tmp_path)
+    policy = make_policy(_release_cfg(path), 4)
+    apply_lora(policy, 4, 8, ["q_proj", "v_proj"])
+    assert all(p.requires_grad for p in policy.l1_head.parameters())
+    assert all(p.requires_grad for p in policy.model.proprio_projector.parameters())
+    assert not any(p.requires_grad for p in policy.model.vision_backbone.parameters())

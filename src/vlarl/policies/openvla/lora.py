@@ -19,19 +19,18 @@ def apply_lora(
 ) -> int:
     """Inject LoRA adapters into ``policy.model.language_model`` in place and freeze what is not trained.
 
-    Trained: the adapters, the value head, the proprio projector, and optionally the projector and
-    the vision towers. Returns the number of trainable parameters.
+    Trained: the adapters, the policy's heads but a separate critic (value head, proprio projector, an action
+    head), and optionally the projector and the vision towers. Returns the number of trainable parameters.
     """
     lm = policy.model.language_model
     for p in policy.parameters():
         p.requires_grad_(False)
     policy.lora = LoraModel(lm, LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets)), "default")
-    trained = [policy.value_head, policy.model.proprio_projector]
+    trained = [module for name, module in policy.heads().items() if name != "critic"]
     trained += [policy.model.projector] if train_projector else []
     trained += [policy.model.vision_backbone] if train_vision else []
     for module in trained:
-        if module is not None:
-            module.requires_grad_(True)
+        module.requires_grad_(True)
     for name, p in lm.named_parameters():
         if "lora_" in name:
             p.requires_grad_(True)
