@@ -69,11 +69,12 @@ class VLAPolicy(Protocol):
         """The learner's pass over ``tokens [B, K, A]``: log-probs and entropies ``[B, K, A]`` at ``temperature``,
         values ``[B]`` (zeros without a value head)."""
 
-    def sft_loss(self, inputs: dict[str, torch.Tensor], tokens: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """Supervised loss on demonstration ``tokens [B, K, A]``; returns (loss, metrics)."""
+    def sft_loss(self, inputs: dict[str, torch.Tensor], targets: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Supervised loss on demonstration ``targets [B, K, A]`` (from ``encode_actions``); returns (loss, metrics)."""
 
     def encode_actions(self, env_actions: np.ndarray) -> torch.Tensor:
-        """Env actions ``[B, K, A]`` -> target tokens ``[B, K, A]``."""
+        """Env actions ``[B, K, A]`` -> SFT targets ``[B, K, A]``: token ids, or a continuous head's normalised
+        actions."""
 
     def param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
         """Trainable parameters by optimizer group: ``policy`` and ``value`` (value head and any critic)."""
