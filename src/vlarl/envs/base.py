@@ -41,6 +41,7 @@ the env's current task from the env's own generator.
 from __future__ import annotations
 
 import ctypes
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -70,6 +71,12 @@ class EnvSpec:
     @property
     def image_shape(self) -> tuple[int, int, int, int]:
         return (self.num_views, self.image_size, self.image_size, 3)
+
+
+def eval_rng(cfg: Any, task: str) -> np.random.Generator:
+    """The generator of ``task``'s evaluation initial states: seeded by (``cfg.eval_seed``, task), the same in every
+    process and apart from the training draws (seeded by (seed, env index))."""
+    return np.random.default_rng([cfg.eval_seed, zlib.crc32(task.encode())])
 
 
 def config_spec(cfg: Any, num_envs: int, dims: tuple[int, int, int], instructions: dict[str, str]) -> EnvSpec:

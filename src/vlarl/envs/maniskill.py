@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import functools
 import logging
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from vlarl.envs.base import EnvSpec, config_spec
+from vlarl.envs.base import EnvSpec, config_spec, eval_rng
 from vlarl.envs.geometry import axis_angle, yaw
 
 ACTION_DIM, PROPRIO_DIM, STATE_DIM = 7, 8, 30
@@ -189,7 +188,7 @@ class ManiSkillBackend:
     @functools.cache  # noqa: B019 - one backend per vector env, few tasks
     def eval_init_states(self, task: str) -> np.ndarray:
         """``[num_eval_init_states, 1]`` odd episode seeds, the same in every process for the same config."""
-        rng = np.random.default_rng([self.cfg.eval_seed, zlib.crc32(task.encode())])
+        rng = eval_rng(self.cfg, task)
         seeds = 2 * rng.choice(SEED_RANGE, size=self.cfg.num_eval_init_states, replace=False) + 1
         return seeds[:, None].astype(np.float64)
 

@@ -22,13 +22,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import warnings
-import zlib
 from typing import Any
 
 import numpy as np
 
 from vlarl.envs import meshes
-from vlarl.envs.base import EnvSpec, config_spec
+from vlarl.envs.base import EnvSpec, config_spec, eval_rng
 from vlarl.envs.gl import ensure_gl
 
 MT10 = (
@@ -206,7 +205,7 @@ class MetaWorldBackend:
     def eval_init_states(self, task: str) -> np.ndarray:
         """``[num_eval_init_states, D]`` rand_vecs, the same in every process for the same config."""
         scratch = MetaWorldEnv(task, _no_render(self.cfg))
-        rng = np.random.default_rng([self.cfg.eval_seed, zlib.crc32(task.encode())])
+        rng = eval_rng(self.cfg, task)
         states = []
         for _ in range(self.cfg.num_eval_init_states):
             scratch.reset(None, rng)

@@ -19,12 +19,11 @@ the gripper's position), so a policy has to see and read to solve it.
 from __future__ import annotations
 
 import functools
-import zlib
 from typing import Any
 
 import numpy as np
 
-from vlarl.envs.base import EnvSpec, config_spec
+from vlarl.envs.base import EnvSpec, config_spec, eval_rng
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (50, 80, 230)}
 TASKS = tuple(f"reach-{c}" for c in COLOURS)
@@ -119,7 +118,7 @@ class ToyBackend:
     @functools.cache  # noqa: B019 - one backend per vector env, few tasks
     def eval_init_states(self, task: str) -> np.ndarray:
         """``[num_eval_init_states, 8]``, seeded by (``eval_seed``, task): disjoint from training draws."""
-        rng = np.random.default_rng([self.cfg.eval_seed, zlib.crc32(task.encode())])
+        rng = eval_rng(self.cfg, task)
         return np.stack([sample_init_state(rng) for _ in range(self.cfg.num_eval_init_states)])
 
     def spec(self, num_envs: int) -> EnvSpec:
