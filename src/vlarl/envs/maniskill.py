@@ -29,6 +29,7 @@ import numpy as np
 
 from vlarl.envs.base import EnvSpec, config_spec, eval_rng
 from vlarl.envs.geometry import axis_angle, yaw
+from vlarl.envs.gl import ensure_gl
 
 ACTION_DIM, PROPRIO_DIM, STATE_DIM = 7, 8, 30
 MAX_OBJECTS = 3
@@ -60,7 +61,9 @@ TASKS = {
 
 
 def _registry() -> dict[str, Any]:
-    """ManiSkill's registered envs (importing ``mani_skill.envs`` registers them), its logger quietened."""
+    """ManiSkill's registered envs (importing ``mani_skill.envs`` registers them), its logger quietened; a headless
+    GL backend is chosen first, since that import also imports mujoco, which reads ``MUJOCO_GL`` once."""
+    ensure_gl()
     logging.getLogger("mani_skill").setLevel(logging.ERROR)
     import mani_skill.envs  # noqa: F401
     from mani_skill.utils.registration import REGISTERED_ENVS
@@ -105,9 +108,9 @@ class ManiSkillEnv:
     """One ManiSkill task on the CPU sim backend (see the module docstring)."""
 
     def __init__(self, task: str, cfg: Any):
+        _registry()
         import gymnasium as gym
 
-        _registry()
         self.task, self.instruction = task, TASKS[task].instruction
         self.cameras, self.size, self.repeat = list(cfg.cameras), cfg.image_size, cfg.action_repeat
         self.dense = cfg.reward == "dense"
