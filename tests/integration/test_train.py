@@ -193,7 +193,7 @@ def test_episode_step_weight_balances_each_grpo_group(tmp_path, start_checkpoint
     trainer.venv.close()
     lengths = [3, 6, 6, 2]  # a short success and a long failure in each group
     batch.mask = torch.arange(batch.mask.shape[0]).unsqueeze(1) < torch.tensor(lengths)
-    batch.length = torch.tensor(lengths)
+    batch.steps = batch.mask.long()  # one env step per decision
     batch.success = torch.tensor([True, False, False, True])
     adv, _ = trainer.advantages(batch)
     per_episode = adv.sum(0)  # advantage-weighted step count of each episode

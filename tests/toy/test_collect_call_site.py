@@ -14,17 +14,25 @@ class Recording:
     """Passes a vector env through, keeping every chunk of actions it is sent and the rewards it returns."""
 
     def __init__(self, venv):
-        self.venv, self.spec, self.sent, self.rewards, self.valid = venv, venv.spec, [], [], []
+        self.venv, self.spec = venv, venv.spec
+        self.sent, self.rewards, self.valid, self.ended, self.lengths = [], [], [], [], []
 
     def reset(self, seed=None, options=None):
-        self.sent, self.rewards, self.valid = [], [], []
+        self.sent, self.rewards, self.valid, self.ended, self.lengths = [], [], [], [], []
         return self.venv.reset(seed=seed, options=options)
+
+    def episode_lengths(self):
+        """Per env, the ``episode_length`` the env reported when its first episode ended."""
+        ended, lengths = np.stack(self.ended), np.stack(self.lengths)  # [T, B]
+        return [int(lengths[ended[:, b].argmax(), b]) for b in range(ended.shape[1])]
 
     def step_chunk(self, actions):
         self.sent.append(np.array(actions))
         out = self.venv.step_chunk(actions)
         self.rewards.append(out[1].sum(1))
         self.valid.append(out[4]["valid"])
+        self.ended.append((out[2] | out[3]).any(1))
+        self.lengths.append(out[4]["episode_length"])
         return out
 
     def rss_mb(self):
@@ -53,7 +61,7 @@ def test_the_batch_holds_the_actions_sent_the_rewards_returned_and_the_version(
     assert (batch.policy_version == 3).all()
     valid = torch.as_tensor(np.stack(trainer.venv.valid))  # [T, B, K] the env steps each chunk ran
     assert batch.steps.tolist() == torch.where(mask, valid.sum(-1), 0).tolist()
-    assert batch.length.tolist() == batch.steps.sum(0).tolist()  # env steps, not decisions
+    assert batch.length.tolist() == trainer.venv.episode_lengths()  # the env's own count of env steps
     if k > 1:  # some episode ended inside a chunk: its remaining actions did not run
         assert ((batch.steps > 0) & (batch.steps < k)).any()
     decoded = trainer.policy.norm_stats.unnormalize(

@@ -33,7 +33,6 @@ def _batch(t=3, b=4, k=2, a=3, seed=0) -> Batch:
         group_id=torch.arange(b) // 2,
         task=[f"t{i}" for i in range(b)],
         success=torch.arange(b) % 2 == 0,
-        length=mask.sum(0) * k,
     )
 
 

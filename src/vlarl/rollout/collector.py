@@ -56,7 +56,6 @@ def collect_episodes(
     steps: dict[str, list] = {k: [] for k in _PER_STEP}
     alive = np.ones(b, bool)
     success = np.zeros(b, bool)
-    length = np.zeros(b, np.int64)
     for _ in range(math.ceil(max_steps / policy.chunk_len)):
         out = policy.act(obs, sampling, generator)
         images.append(obs["image"])
@@ -84,7 +83,6 @@ def collect_episodes(
             steps[key].append(val)
         ended = term | trunc  # both are already limited to live episodes
         success[ended] = info["episode_success"][ended]
-        length += steps["steps"][-1].numpy()
         alive &= ~ended
         if not alive.any():
             break
@@ -102,7 +100,6 @@ def collect_episodes(
         group_id=torch.as_tensor(group_id, dtype=torch.int64),
         task=list(tasks),
         success=torch.as_tensor(success),
-        length=torch.as_tensor(length),
     )
 
 

@@ -47,7 +47,6 @@ SCHEMA: dict[str, Key] = {
     "group_id": Key("int64", ("B",), "envs with the same id share task and initial state (GRPO)"),
     "task": Key("str", ("B",), "the task name"),
     "success": Key("bool", ("B",), "the episode succeeded"),
-    "length": Key("int64", ("B",), "the episode's env steps"),
 }
 
 
@@ -102,7 +101,6 @@ class Batch:
     group_id: torch.Tensor
     task: list[str]
     success: torch.Tensor
-    length: torch.Tensor
     stats: dict[str, float] = field(default_factory=dict)  # collection-wide figures, e.g. success before filtering
 
     def __post_init__(self) -> None:
@@ -127,6 +125,11 @@ class Batch:
                         f"batch key {name!r} has {dim}={size}, other keys {dim}={sizes[dim]} (dims {dims})"
                     )
         return sizes
+
+    @property
+    def length(self) -> torch.Tensor:
+        """``[B]`` each episode's env steps (the sum of its decisions' ``steps``)."""
+        return self.steps.sum(0)
 
     def observation(self, t: torch.Tensor, b: torch.Tensor) -> dict[str, Any]:
         """The observations of steps ``(t[i], b[i])`` (int tensors ``[N]``) as a policy input dict of N rows."""
