@@ -38,7 +38,7 @@ def policy_gradient(trainer: Trainer, batch, adv, ret, cols: list[int], micro: i
     """Flat gradient of the policy loss (no value term) over the steps of episodes ``cols`` with nonzero advantage."""
     keep = torch.zeros_like(batch.mask)
     keep[:, cols] = True
-    t_idx, b_idx = (batch.mask & keep & (adv != 0)).nonzero(as_tuple=True)
+    t_idx, b_idx = (batch.mask & keep & (adv != 0).any(-1)).nonzero(as_tuple=True)
     params = trainer.learner.optimizer.param_groups[0]["params"]
     trainer.learner.optimizer.zero_grad(set_to_none=True)
     trainer.policy.train()

@@ -1,7 +1,8 @@
 """The optimisation half of RL: optimizer groups, learning-rate schedule, PPO epochs over minibatches, the loss,
 and their saved state. The trainer hands it a batch with advantages; it knows nothing of envs.
 
-Shapes: a ``Batch`` with leading dims ``[T, B]``; ``adv``/``ret`` ``[T, B]`` (zero where ``mask`` is false).
+Shapes: a ``Batch`` with leading dims ``[T, B]``; ``adv``/``ret`` ``[T, B, U]``, U RL steps per decision (1, or K at
+action reward granularity), zero where no episode ran.
 """
 
 from __future__ import annotations
@@ -34,6 +35,14 @@ def at_granularity(logp: torch.Tensor, granularity: str) -> torch.Tensor:
     if granularity == "chunk":
         return logp.sum((-2, -1)).unsqueeze(-1)
     raise ValueError(f"logprob granularity {granularity!r}; choose token, action or chunk")
+
+
+def spread(x: torch.Tensor, width: int) -> torch.Tensor:
+    """Per-RL-step ``x [N, U]`` -> per-ratio ``[N, width]``: each of the U steps covers ``width / U`` ratios in order
+    (U = 1: all of them; U = K env steps at token granularity: each action's A tokens)."""
+    if width % x.shape[1]:
+        raise ValueError(f"{x.shape[1]} RL steps per decision cannot share {width} ratios")
+    return x.repeat_interleave(width // x.shape[1], dim=1)
 
 
 def uses_bf16(device: torch.device, precision: str) -> bool:
@@ -95,7 +104,7 @@ class Learner:
     def update(
         self, batch: Batch, adv: torch.Tensor, ret: torch.Tensor, rng: np.random.Generator, warmup: bool = False
     ) -> dict[str, float]:
-        """PPO epochs over the valid steps of ``batch`` (``adv``/``ret`` ``[T, B]``), minibatches drawn from ``rng``;
+        """PPO epochs over the valid steps of ``batch`` (``adv``/``ret`` ``[T, B, U]``), minibatches drawn from ``rng``;
         with ``warmup`` only the value head (and a separate critic) learns. Returns mean metrics.
 
         Without a critic or a KL penalty, steps with zero advantage (groups without mixed outcomes)
@@ -103,7 +112,7 @@ class Learner:
         weights by Adam's momentum, so the update is skipped. The KL penalty holds every step.
         """
         algo, policy, use_value = self.algo, self.policy, self.use_value
-        rows = batch.mask if use_value or self.reference is not None else batch.mask & (adv != 0)
+        rows = batch.mask if use_value or self.reference is not None else batch.mask & (adv != 0).any(-1)
         if not rows.any():
             return {"update_skipped": 1.0}
         t_idx, b_idx = rows.nonzero(as_tuple=True)
@@ -126,7 +135,10 @@ class Learner:
         for mb in steps:
             parts = [torch.as_tensor(mb[m0 : m0 + micro]) for m0 in range(0, len(mb), micro)]
             metrics = accumulate(
-                (len(r) / len(mb), lambda r=r: self.loss_of(batch, adv, ret, t_idx[r], b_idx[r], warmup, use_value))
+                (
+                    len(r) / len(mb),
+                    lambda r=r: self.loss_of(batch, adv, ret, t_idx[r], b_idx[r], warmup, use_value),
+                )
                 for r in parts
             )
             for k, v in metrics.items():
@@ -165,8 +177,9 @@ class Learner:
         return logprob
 
     def loss_of(self, batch, adv, ret, t, b, warmup: bool, use_value: bool) -> tuple[torch.Tensor, dict[str, float]]:
-        """The loss of steps ``(t[i], b[i])`` of ``batch`` and its metrics."""
+        """The loss of decisions ``(t[i], b[i])`` of ``batch`` and its metrics."""
         policy = self.policy
+        units = batch.valid[t, b] if adv.shape[-1] > 1 else batch.mask[t, b].unsqueeze(-1)  # [N, U] RL steps run
         with autocast(policy.device, self.precision):
             return self.loss(
                 policy.prepare(batch.observation(t, b)),
@@ -175,44 +188,46 @@ class Learner:
                 adv[t, b],
                 batch.value[t, b],
                 ret[t, b],
+                units,
                 warmup,
                 use_value,
             )
 
-    def loss(self, inputs, tokens, old_logp, adv, old_value, ret, warmup: bool, use_value: bool):
-        """The PPO loss of one micro-batch (policy, value, KL to the reference) and its metrics."""
+    def loss(self, inputs, tokens, old_logp, adv, old_value, ret, units, warmup: bool, use_value: bool):
+        """The PPO loss of one micro-batch (policy, value, KL to the reference) and its metrics; ``adv``, ``ret``,
+        ``units`` ``[N, U]``, ``old_value`` ``[N, K]``."""
         algo, dev = self.algo, self.policy.device
         logp, entropy, value = self.policy.evaluate(inputs, tokens, self.temperature)
-        old_logp, adv, old_value, ret = (x.to(dev) for x in (old_logp, adv, old_value, ret))
+        old_logp, adv, old_value, ret, units = (x.to(dev) for x in (old_logp, adv, old_value, ret, units))
         logp, old_logp = (
             at_granularity(logp, algo.logprob_granularity),
             at_granularity(old_logp, algo.logprob_granularity),
         )
         entropy = entropy.flatten(1)
-        mask = torch.ones_like(logp, dtype=torch.bool)
+        mask = spread(units, logp.shape[1])
         pg, metrics = algorithms.get_policy_loss(algo.policy_loss)(
             logp,
             old_logp,
-            adv.unsqueeze(-1).expand_as(logp),
+            spread(adv, logp.shape[1]),
             mask,
             algo.clip_low,
             algo.clip_high,
             algo.clip_c or None,
             algo.agg,
         )
-        ent = algorithms.entropy_bonus(entropy, torch.ones_like(entropy, dtype=torch.bool), algo.agg)
+        ent = algorithms.entropy_bonus(entropy, spread(units, entropy.shape[1]), algo.agg)
         loss = (0.0 if warmup else 1.0) * (pg - algo.ent_coef * ent)
         metrics = {f"policy/{k}": v for k, v in metrics.items()} | {
             "policy/loss": pg.item(),
             "policy/entropy": ent.item(),
         }
         if use_value:
-            one = torch.ones_like(value, dtype=torch.bool).unsqueeze(-1)
+            u = units.shape[1]  # V(s_t) alone, or V before each env step of the chunk
             vl, vm = algorithms.value_loss(
-                value.unsqueeze(-1),
-                old_value.unsqueeze(-1),
-                ret.unsqueeze(-1),
-                one,
+                value[:, :u],
+                old_value[:, :u],
+                ret,
+                units,
                 algo.vf_clip or None,
                 algo.value_loss,
                 algo.huber_delta,

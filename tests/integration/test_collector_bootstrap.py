@@ -90,7 +90,7 @@ def trainer(tmp_path_factory):
 
 def _final_value(policy, final, instruction):
     obs = {"image": final["image"][None], "proprio": final["proprio"][None], "instruction": [instruction]}
-    return policy.act(obs, GREEDY).value.item()
+    return policy.act(obs, GREEDY).value[0, 0].item()
 
 
 def _hand_gae(reward, value, next_value_at_end, terminated_at_end):
@@ -106,15 +106,15 @@ def _hand_gae(reward, value, next_value_at_end, terminated_at_end):
 
 def _check_episode(batch, adv, ret, b, end_value, terminated):
     n = int(batch.length[b])
-    value = batch.value[:n, b].tolist()
-    nv = batch.next_value[:, b]
+    value = batch.value[:n, b, 0].tolist()  # K = 1: one env step per decision
+    nv = batch.next_value[:, b, 0]
     assert nv[: n - 1].tolist() == pytest.approx(value[1:n], abs=0)  # inside the episode: V(s_{t+1})
     assert nv[n - 1].item() == pytest.approx(end_value, abs=1e-6)
     assert not nv[n:].any()  # steps outside the episode carry nothing
     assert bool(batch.terminated[n - 1, b]) is terminated and bool(batch.truncated[n - 1, b]) is not terminated
-    want = _hand_gae(batch.reward[:n, b].tolist(), value, end_value, terminated)
-    assert adv[:n, b].tolist() == pytest.approx(want, rel=1e-5, abs=1e-6)
-    assert ret[:n, b].tolist() == pytest.approx([a + v for a, v in zip(want, value)], rel=1e-5, abs=1e-6)
+    want = _hand_gae(batch.reward[:n, b, 0].tolist(), value, end_value, terminated)
+    assert adv[:n, b, 0].tolist() == pytest.approx(want, rel=1e-5, abs=1e-6)
+    assert ret[:n, b, 0].tolist() == pytest.approx([a + v for a, v in zip(want, value)], rel=1e-5, abs=1e-6)
     assert not adv[n:, b].any() and not ret[n:, b].any()
 
 
@@ -130,7 +130,7 @@ def test_next_value_and_gae_at_termination_and_truncation(trainer):
     bootstrap = _final_value(policy, venv.final[1], instruction)
     _check_episode(batch, adv, ret, 1, bootstrap, terminated=False)
     # the bootstrap reads the cut episode's last observation, not the auto-reset one
-    assert bootstrap != pytest.approx(batch.value[LIMIT - 1, 1].item(), abs=1e-6)
+    assert bootstrap != pytest.approx(batch.value[LIMIT - 1, 1, 0].item(), abs=1e-6)
 
 
 def test_collector_step_budget_cut_bootstraps_from_the_last_observation(trainer):

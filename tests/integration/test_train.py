@@ -196,12 +196,12 @@ def test_episode_step_weight_balances_each_grpo_group(tmp_path, start_checkpoint
     batch.steps = batch.mask.long()  # one env step per decision
     batch.success = torch.tensor([True, False, False, True])
     adv, _ = trainer.advantages(batch)
-    per_episode = adv.sum(0)  # advantage-weighted step count of each episode
+    per_episode = adv[..., 0].sum(0)  # advantage-weighted step count of each episode
     a = 0.5 / 0.5**0.5  # grpo of [1, 0]: (1 - 0.5) / unbiased std
     torch.testing.assert_close(per_episode, torch.tensor([a, -a, -a, a]) * sum(lengths) / 4)
-    torch.testing.assert_close(adv[0, 0], torch.tensor(a * 17 / 4 / 3))
+    torch.testing.assert_close(adv[0, 0, 0], torch.tensor(a * 17 / 4 / 3))
     trainer.cfg.algo.step_weight = "step"
-    step_sums = trainer.advantages(batch)[0].sum(0)
+    step_sums = trainer.advantages(batch)[0][..., 0].sum(0)
     torch.testing.assert_close(step_sums, torch.tensor([3 * a, -6 * a, -6 * a, 2 * a]))  # failures outweigh
 
 
@@ -225,17 +225,17 @@ def test_grpo_return_score_ranks_faster_successes_higher(tmp_path, start_checkpo
     for b, (n, ok) in enumerate(zip(lengths, success)):
         batch.reward[n - 1, b] = float(ok)  # sparse: 1 on the success step
     batch.success = torch.tensor(success)
-    adv, _ = trainer.advantages(batch)
+    adv = trainer.advantages(batch)[0][..., 0]  # [T, B]: K = 1
     returns = torch.tensor([0.9**2, 0.9**5, 0.0, 0.9**1])
     torch.testing.assert_close(adv[0], algorithms.grpo(returns, batch.group_id))
     assert adv[0, 0] > 0 > adv[0, 1]  # both succeeded; the faster one is reinforced (a success score gives 0)
     assert adv[0, 0] == pytest.approx(1 / 2**0.5, rel=1e-4)  # std-normalised: a speed gap weighs as a success
     trainer.cfg.algo.group_std = False  # Dr. GRPO: score - group mean, a speed gap stays small
-    adv, _ = trainer.advantages(batch)
+    adv = trainer.advantages(batch)[0][..., 0]  # [T, B]: K = 1
     speed, success_gap = (0.9**2 - 0.9**5) / 2, (0.9**1 - 0.0) / 2
     torch.testing.assert_close(adv[0], torch.tensor([speed, -speed, -success_gap, success_gap]))
     trainer.cfg.algo.neg_adv_weight = 0.25  # failures' (and slower successes') advantages shrink, the rest stay
-    adv, _ = trainer.advantages(batch)
+    adv = trainer.advantages(batch)[0][..., 0]  # [T, B]: K = 1
     torch.testing.assert_close(adv[0], torch.tensor([speed, -speed / 4, -success_gap / 4, success_gap]))
 
 
@@ -243,7 +243,7 @@ def test_grpo_max_reward_score_ranks_episodes_by_their_best_step(tmp_path, start
     extra = ["env.num_envs=4", "env.reward=dense", "algo.name=grpo", "algo.group_size=2", "algo.score=max_reward"]
     trainer = Trainer(_cfg(tmp_path, start_checkpoint, *extra), tmp_path / "score")
     batch = trainer.collect()
-    adv, _ = trainer.advantages(batch)
+    adv = trainer.advantages(batch)[0][..., 0]  # [T, B]: K = 1
     steps = range(batch.reward.shape[0])
     best = [max(batch.reward[t, b].item() for t in steps if batch.mask[t, b]) for b in range(4)]
     assert len(set(best)) == 4  # shaped rewards differ between episodes: the check has teeth

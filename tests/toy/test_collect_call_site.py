@@ -29,7 +29,7 @@ class Recording:
     def step_chunk(self, actions):
         self.sent.append(np.array(actions))
         out = self.venv.step_chunk(actions)
-        self.rewards.append(out[1].sum(1))
+        self.rewards.append(out[1])
         self.valid.append(out[4]["valid"])
         self.ended.append((out[2] | out[3]).any(1))
         self.lengths.append(out[4]["episode_length"])
@@ -55,12 +55,13 @@ def test_the_batch_holds_the_actions_sent_the_rewards_returned_and_the_version(
     assert batch.check()["K"] == k and sent.shape == batch.actions.shape
     mask = batch.mask
     torch.testing.assert_close(batch.actions[mask], sent[mask], atol=1e-6, rtol=0)
-    rewards = torch.as_tensor(np.stack(trainer.venv.rewards), dtype=torch.float32)
-    torch.testing.assert_close(batch.reward[mask], rewards[mask])
-    assert len(set(batch.reward[mask].tolist())) > 4  # dense rewards differ: the check has teeth
+    valid = torch.as_tensor(np.stack(trainer.venv.valid)) & mask.unsqueeze(-1)  # [T, B, K] the env steps run
+    rewards = torch.as_tensor(np.stack(trainer.venv.rewards), dtype=torch.float32)  # [T, B, K]
+    torch.testing.assert_close(batch.reward[valid], rewards[valid])
+    assert (batch.reward[~valid] == 0).all()  # steps not run (after an end inside a chunk) carry no reward
+    assert len(set(batch.reward[valid].tolist())) > 4  # dense rewards differ: the check has teeth
     assert (batch.policy_version == 3).all()
-    valid = torch.as_tensor(np.stack(trainer.venv.valid))  # [T, B, K] the env steps each chunk ran
-    assert batch.steps.tolist() == torch.where(mask, valid.sum(-1), 0).tolist()
+    assert batch.steps.tolist() == valid.sum(-1).tolist() and torch.equal(batch.valid, valid)
     assert batch.length.tolist() == trainer.venv.episode_lengths()  # the env's own count of env steps
     if k > 1:  # some episode ended inside a chunk: its remaining actions did not run
         assert ((batch.steps > 0) & (batch.steps < k)).any()

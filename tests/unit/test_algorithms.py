@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -23,6 +24,10 @@ from vlarl.algorithms import (
     rloo,
     value_loss,
 )
+from vlarl.algorithms.estimate import advantages, episode_scores, rl_steps
+from vlarl.config.schema import AlgoConfig
+from vlarl.rollout.collector import next_values
+from vlarl.rollout.schema import Batch
 
 F64 = torch.float64
 
@@ -396,40 +401,148 @@ def test_advantage_registry():
         register_advantage("gae")(lambda: None)
 
 
+def _chunk_episode(reward, value, next_value, steps, terminated) -> Batch:
+    """One episode (B = 1) of decisions with K = len(reward[0]) env steps each; per-step lists ``[T][K]``."""
+    t, k = len(reward), len(reward[0])
+    col = lambda x: torch.tensor(x).unsqueeze(1)  # [T, 1, ...]
+    end = torch.zeros(t, 1, dtype=torch.bool)
+    end[-1] = True
+    return Batch(
+        image=np.zeros((t, 1, 1, 2, 2, 3), np.uint8),
+        proprio=np.zeros((t, 1, 1), np.float32),
+        instruction=["x"],
+        action_tokens=torch.zeros(t, 1, k, 1, dtype=torch.int64),
+        actions=torch.zeros(t, 1, k, 1),
+        logprob=torch.zeros(t, 1, k, 1),
+        value=col(value),
+        next_value=col(next_value),
+        reward=col(reward),
+        terminated=end & terminated,
+        truncated=end & (not terminated),
+        mask=torch.ones(t, 1, dtype=torch.bool),
+        steps=col(steps),
+        policy_version=torch.zeros(t, 1, dtype=torch.int64),
+        group_id=torch.zeros(1, dtype=torch.int64),
+        task=["x"],
+        success=torch.tensor([terminated]),
+    )
+
+
+# Chunks of K = 3: the first runs 3 env steps (reward 0), the second ends by success after 2 (rewards 0, 1).
+# The value head gives V before each env step: (0.5, 0.6, 0.7), then (0.8, 0.9, unused 0.95); next values
+# in env-step order, 0 after the success and at the step not run.
+TWO_CHUNKS = dict(
+    reward=[[0.0, 0.0, 0.0], [0.0, 1.0, 0.0]],
+    value=[[0.5, 0.6, 0.7], [0.8, 0.9, 0.95]],
+    next_value=[[0.6, 0.7, 0.8], [0.9, 0.0, 0.0]],
+    steps=[3, 2],
+    terminated=True,
+)
+
+
 @pytest.mark.parametrize(("unit", "a0"), [("decision", 0.31), ("env_step", 0.1561)])
 def test_gae_over_two_chunks_by_hand_through_the_estimator(unit, a0):
-    """Chunks of K=3: the first runs 3 env steps (reward 0), the second ends by success after 2 (reward 1).
-
-    gamma=0.9, lam=0.5, V = (0.5, 0.8). Per decision: d1 = 1 - 0.8 = 0.2, d0 = 0.9 * 0.8 - 0.5 = 0.22,
-    A0 = 0.22 + 0.9 * 0.5 * 0.2 = 0.31. Per env step the first chunk discounts by 0.9^3 = 0.729:
-    d0 = 0.729 * 0.8 - 0.5 = 0.0832, A0 = 0.0832 + 0.729 * 0.5 * 0.2 = 0.1561. A1 = 0.2 either way.
+    """Chunk granularity: rewards (0, 1), V = (0.5, 0.8), gamma=0.9, lam=0.5. Per decision: d1 = 1 - 0.8 = 0.2,
+    d0 = 0.9 * 0.8 - 0.5 = 0.22, A0 = 0.22 + 0.9 * 0.5 * 0.2 = 0.31. Per env step the first chunk discounts by
+    0.9^3 = 0.729: d0 = 0.729 * 0.8 - 0.5 = 0.0832, A0 = 0.0832 + 0.729 * 0.5 * 0.2 = 0.1561. A1 = 0.2 either way.
     """
-    from types import SimpleNamespace
-
-    from vlarl.algorithms.estimate import advantages
-    from vlarl.config.schema import AlgoConfig
-
-    col = lambda *x: torch.tensor(x).unsqueeze(1)  # [T, B=1]
-    batch = SimpleNamespace(
-        reward=col(0.0, 1.0),
-        value=col(0.5, 0.8),
-        next_value=col(0.8, 0.0),
-        terminated=col(False, True),
-        truncated=col(False, False),
-        mask=col(True, True),
-        steps=col(3, 2),
-    )
     algo = AlgoConfig(name="ppo", gamma=0.9, lam=0.5, norm_adv=False, step_weight="step", discount_unit=unit)
-    adv, ret = advantages(batch, algo)
-    torch.testing.assert_close(adv[:, 0], torch.tensor([a0, 0.2]))
-    torch.testing.assert_close(ret[:, 0], torch.tensor([a0 + 0.5, 1.0]))
+    adv, ret = advantages(_chunk_episode(**TWO_CHUNKS), algo)
+    assert adv.shape == (2, 1, 1)
+    torch.testing.assert_close(adv[:, 0, 0], torch.tensor([a0, 0.2]))
+    torch.testing.assert_close(ret[:, 0, 0], torch.tensor([a0 + 0.5, 1.0]))
+
+
+def test_gae_over_two_chunks_by_hand_at_action_granularity():
+    """Five env steps, r = (0, 0, 0, 0, 1), V = (0.5, 0.6, 0.7, 0.8, 0.9), gamma 0.9 per env step, lam 0.5:
+    deltas 0.04, 0.03, 0.02, 0.01, 0.1; A4 = 0.1, A3 = 0.01 + 0.45 * 0.1 = 0.055, A2 = 0.04475,
+    A1 = 0.0501375, A0 = 0.062561875; the step not run gets 0."""
+    for unit in ("decision", "env_step"):  # action granularity always discounts per env step
+        algo = AlgoConfig(
+            name="ppo", gamma=0.9, lam=0.5, norm_adv=False, step_weight="step", reward_granularity="action"
+        )
+        algo.discount_unit = unit
+        adv, ret = advantages(_chunk_episode(**TWO_CHUNKS), algo)
+        want = torch.tensor([[0.062561875, 0.0501375, 0.04475], [0.055, 0.1, 0.0]])
+        torch.testing.assert_close(adv[:, 0], want)
+        torch.testing.assert_close(ret[:, 0], torch.where(want != 0, want + torch.tensor(TWO_CHUNKS["value"]), 0.0))
+
+
+def test_action_granularity_loop_reference_with_truncation_inside_a_chunk():
+    """A slow per-env-step loop over random chunked rollouts (B = 3, mixed ends) equals the estimator."""
+    g = torch.Generator().manual_seed(0)
+    t, k = 4, 3
+    steps = [[3, 3, 3, 2], [3, 1, 0, 0], [3, 3, 3, 3]]  # per env: decisions' env steps (0: after its end)
+    ends = ["terminated", "truncated", "truncated"]
+    reward, value = torch.rand(t, 3, k, generator=g), torch.rand(t, 3, k, generator=g)
+    cut = torch.rand(3, generator=g)
+    seqs = []
+    for b in range(3):
+        r = [reward[i, b, j].item() for i in range(t) for j in range(steps[b][i])]
+        v = [value[i, b, j].item() for i in range(t) for j in range(steps[b][i])]
+        boot = 0.0 if ends[b] == "terminated" else cut[b].item()
+        adv, last = [0.0] * len(r), 0.0
+        for i in reversed(range(len(r))):
+            nxt = v[i + 1] if i + 1 < len(r) else boot
+            last = r[i] + 0.9 * nxt - v[i] + 0.9 * 0.8 * (last if i + 1 < len(r) else 0.0)
+            adv[i] = last
+        seqs.append(adv)
+    st = torch.tensor(steps).T
+    valid = torch.arange(k) < st.unsqueeze(-1)
+    mask = st > 0
+    last_t = mask.sum(0) - 1
+    term = torch.zeros(t, 3, dtype=torch.bool)
+    trunc = torch.zeros(t, 3, dtype=torch.bool)
+    cut_value = torch.zeros(t, 3, k)
+    for b in range(3):
+        (term if ends[b] == "terminated" else trunc)[last_t[b], b] = True
+        cut_value[last_t[b], b, st[last_t[b], b] - 1] = 0.0 if ends[b] == "terminated" else cut[b]
+    batch = Batch(
+        image=np.zeros((t, 3, 1, 2, 2, 3), np.uint8),
+        proprio=np.zeros((t, 3, 1), np.float32),
+        instruction=["x"] * 3,
+        action_tokens=torch.zeros(t, 3, k, 1, dtype=torch.int64),
+        actions=torch.zeros(t, 3, k, 1),
+        logprob=torch.zeros(t, 3, k, 1),
+        value=value,
+        next_value=next_values(value, st, cut_value),
+        reward=reward * valid,
+        terminated=term,
+        truncated=trunc,
+        mask=mask,
+        steps=st,
+        policy_version=torch.zeros(t, 3, dtype=torch.int64),
+        group_id=torch.arange(3),
+        task=["x"] * 3,
+        success=torch.tensor([True, False, False]),
+    )
+    algo = AlgoConfig(name="ppo", gamma=0.9, lam=0.8, norm_adv=False, step_weight="step", reward_granularity="action")
+    adv, _ = advantages(batch, algo)
+    for b in range(3):
+        torch.testing.assert_close(adv[:, b][valid[:, b]], torch.tensor(seqs[b]))
+    assert (adv[~valid] == 0).all()
+
+
+def test_next_values_by_hand_in_env_step_order():
+    """K = 2, one env: decision 0 runs 2 steps, decision 1 is truncated after 1 (V(final) = 0.7)."""
+    value = torch.tensor([[[0.1, 0.2]], [[0.3, 0.4]]])
+    cut = torch.tensor([[[0.0, 0.0]], [[0.7, 0.0]]])
+    got = next_values(value, torch.tensor([[2], [1]]), cut)
+    torch.testing.assert_close(got, torch.tensor([[[0.2, 0.3]], [[0.7, 0.0]]]))
 
 
 def test_return_score_discounts_by_env_steps_before_each_chunk():
-    from types import SimpleNamespace
-
-    from vlarl.algorithms.estimate import episode_scores
-
-    batch = SimpleNamespace(reward=torch.tensor([[1.0], [1.0], [1.0]]), mask=torch.ones(3, 1, dtype=torch.bool))
-    gamma = torch.tensor([[0.5], [0.25], [0.5]])  # chunks of 1, 2 and 1 env steps at gamma 0.5
-    torch.testing.assert_close(episode_scores(batch, "return", gamma), torch.tensor([1 + 0.5 + 0.125]))
+    batch = _chunk_episode(
+        reward=[[1.0, 0.0], [0.5, 0.5], [1.0, 0.0]],
+        value=[[0.0, 0.0]] * 3,
+        next_value=[[0.0, 0.0]] * 3,
+        steps=[1, 2, 1],
+        terminated=True,
+    )
+    algo = AlgoConfig(name="grpo", gamma=0.5, discount_unit="env_step")
+    steps = rl_steps(batch, algo)  # chunks of 1, 2 and 1 env steps: discounts 0.5, 0.25, 0.5
+    torch.testing.assert_close(episode_scores(steps, batch.success, "return"), torch.tensor([1 + 0.5 + 0.125]))
+    batch.steps = torch.tensor([[2], [2], [1]])  # full chunks until the last: rewards 1, 0, 0.5, 0.5, 1
+    algo.reward_granularity = "action"  # per env step: 1 + 0.25 * 0.5 + 0.125 * 0.5 + 0.0625 * 1
+    steps = rl_steps(batch, algo)
+    torch.testing.assert_close(episode_scores(steps, batch.success, "return"), torch.tensor([1.25]))

@@ -117,6 +117,10 @@ def test_every_problem_is_listed_at_once():
             ["policy.family=openvla_oft", "policy.openvla_oft.action_head=l1"],
             "policy.openvla_oft.action_head='l1': RL trains the discrete head",
         ),
+        (
+            ["algo.reward_granularity=action", "algo.logprob_granularity=chunk"],
+            "algo.reward_granularity='action': each action has its own advantage",
+        ),
     ],
 )
 def test_constraints_between_sections(overrides, message):

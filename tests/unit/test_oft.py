@@ -43,6 +43,7 @@ def test_one_pass_logprobs_equal_the_learners_with_mixed_prompt_lengths(value_po
     assert len(set(policy.prepare(obs)["attention_mask"].sum(1).tolist())) > 1  # prompts of different lengths
     out = policy.act(obs, Sampling(temperature=1.3), torch.Generator().manual_seed(1))
     assert out.actions.shape == (3, 3, 4) and out.tokens.shape == out.logprob.shape == (3, 3, 4)
+    assert out.value.shape == (3, 3)  # V before each of the chunk's 3 env steps
     logp, entropy, value = policy.evaluate(out.inputs, out.tokens, temperature=1.3)
     torch.testing.assert_close(logp, out.logprob, atol=1e-5, rtol=0)
     torch.testing.assert_close(value, out.value, atol=1e-5, rtol=0)
@@ -201,6 +202,23 @@ def test_oft_release_layout_loads_its_head_projector_and_statistics(tmp_path):
     np.testing.assert_allclose(out.actions, by_hand, atol=1e-6)
     with pytest.raises(ValueError, match="holds a openvla_oft checkpoint; policy.family=openvla cannot load it"):
         make_policy(_cfg("policy.family=openvla", f"policy.checkpoint={path}", "policy.unnorm_key=vlarl"), 4)
+
+
+def test_an_l1_release_loads_as_a_discrete_policy_for_rl(tmp_path):
+    """RL starts from an L1 fine-tune by loading it with the discrete head (README): the backbone and proprio
+    projector are the fine-tune's, the L1 head is left out, and the chunk's tokens are sampled with exact
+    log-probs the learner reproduces."""
+    path, _, proj = _oft_release(tmp_path)
+    l1 = make_policy(_release_cfg(path), 4)
+    discrete = make_policy(_release_cfg(path, "policy.openvla_oft.action_head=discrete"), 4).eval()
+    assert discrete.l1_head is None and "action_head" not in discrete.heads()
+    for name, value in l1.model.state_dict().items():
+        assert torch.equal(discrete.model.state_dict()[name], value), name
+    for name, value in proj.state_dict().items():
+        assert torch.equal(discrete.model.proprio_projector.state_dict()[name], value)
+    obs = {**_obs(2), "proprio": np.zeros((2, 3), np.float32)}
+    out = discrete.act(obs, Sampling(temperature=1.0), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(discrete.evaluate(out.inputs, out.tokens)[0], out.logprob, atol=1e-5, rtol=0)
 
 
 def test_a_misshapen_or_doubled_oft_file_is_named(tmp_path):

@@ -31,7 +31,7 @@ def test_rollout_and_learner_logprobs_agree(arch, value_position):
     assert not torch.allclose(policy.evaluate(out.inputs, out.tokens)[0], out.logprob)  # T=1 scores differ
     torch.testing.assert_close(logp, out.logprob, atol=1e-5, rtol=0)
     torch.testing.assert_close(value, out.value, atol=1e-5, rtol=0)
-    assert logp.shape == entropy.shape == out.tokens.shape == (3, 1, 4) and value.shape == (3,)
+    assert logp.shape == entropy.shape == out.tokens.shape == (3, 1, 4) and value.shape == (3, 1)
     assert (entropy > 0).all() and (entropy <= np.log(256) + 1e-4).all()
     assert out.actions.shape == (3, 1, 4) and np.abs(out.actions).max() <= 1
 

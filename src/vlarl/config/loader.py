@@ -150,6 +150,11 @@ def _cross_problems(cfg: Any) -> list[str]:
     algo, env, ev = (getattr(cfg, name, None) for name in ("algo", "env", "eval"))
     if algo is not None and algo.name == "grpo" and env.num_envs % algo.group_size:
         problems.append(f"env.num_envs={env.num_envs}: must be a multiple of algo.group_size={algo.group_size} (grpo)")
+    if algo is not None and algo.reward_granularity == "action" and algo.logprob_granularity == "chunk":
+        problems.append(
+            "algo.reward_granularity='action': each action has its own advantage, so its ratio cannot be the "
+            "chunk's; set algo.logprob_granularity to 'action' or 'token'"
+        )
     if algo is not None and algo.ds_low > algo.ds_high:
         problems.append(f"algo.ds_low={algo.ds_low}: must be <= algo.ds_high={algo.ds_high}")
     if env is not None and env.gripper != "env" and env.backend != "libero":

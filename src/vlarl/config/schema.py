@@ -263,9 +263,18 @@ class AlgoConfig:
     lam: float = doc(0.95, "GAE lambda.", ge=0, le=1)
     discount_unit: str = doc(
         "decision",
-        "What `gamma` discounts: 'decision' (once per policy call, i.e. per chunk) or 'env_step' (a chunk of n env "
-        "steps by gamma^n). The same for K = 1.",
+        "What `gamma` discounts at reward_granularity=chunk: 'decision' (once per policy call, i.e. per chunk) or "
+        "'env_step' (a chunk of n env steps by gamma^n). The same for K = 1. Action granularity discounts per env "
+        "step.",
         choices=("decision", "env_step"),
+    )
+    reward_granularity: str = doc(
+        "chunk",
+        "The RL step of advantages and values (RLinf's reward_type): 'chunk' (one per decision: the chunk's rewards "
+        "summed, V of its first observation) or 'action' (one per env step: each action of a chunk has its own "
+        "reward, value (the value head gives K) and advantage; needs logprob_granularity token or action). The "
+        "same for K = 1.",
+        choices=("chunk", "action"),
     )
     group_size: int = doc(8, "GRPO: episodes per group (same task and initial state); divides env.num_envs.", ge=1)
     norm_adv: bool = doc(True, "Whiten advantages over the batch (ppo).")

@@ -41,7 +41,7 @@ class ActOutput:
     actions: np.ndarray  # [B, K, A] env actions (un-normalised), run open-loop by ``VectorEnv.step_chunk``
     tokens: torch.Tensor  # [B, K, A] int64 sampled token ids
     logprob: torch.Tensor  # [B, K, A] per-token log-probs at the sampling temperature (sum over A: the action's)
-    value: torch.Tensor | None  # [B], or None for a policy without a value head
+    value: torch.Tensor | None  # [B, K] V before each env step of the chunk ([:, 0]: this observation's), or None
     inputs: dict[str, torch.Tensor]  # the model inputs, for the learner
 
 
@@ -67,7 +67,7 @@ class VLAPolicy(Protocol):
         self, inputs: dict[str, torch.Tensor], tokens: torch.Tensor, temperature: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The learner's pass over ``tokens [B, K, A]``: log-probs and entropies ``[B, K, A]`` at ``temperature``,
-        values ``[B]`` (zeros without a value head)."""
+        values ``[B, K]`` (V before each env step of the chunk; zeros without a value head)."""
 
     def sft_loss(self, inputs: dict[str, torch.Tensor], targets: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Supervised loss on demonstration ``targets [B, K, A]`` (from ``encode_actions``); returns (loss, metrics)."""

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from vlarl.policies.base import GREEDY, SAMPLE, Sampling, VLAPolicy
-from vlarl.rollout.schema import Batch, gather_obs
+from vlarl.rollout.schema import Batch, decision_major, env_major, gather_obs
 
 _PER_STEP = (
     "action_tokens",
@@ -61,24 +61,25 @@ def collect_episodes(
         images.append(obs["image"])
         proprios.append(obs["proprio"])
         obs, reward, term, trunc, info = venv.step_chunk(out.actions)
-        reward = (reward * info["valid"]).sum(1)
+        ran = torch.as_tensor(info["valid"] & alive[:, None])  # [B, K] the env steps of live episodes
         term, trunc = term.any(1) & alive, trunc.any(1) & alive
-        cut_value = torch.zeros(b)
-        if trunc.any():  # bootstrap from the value of the last observation of a cut episode
+        cut_value = torch.zeros(ran.shape)
+        if trunc.any():  # bootstrap from the value of the last observation of a cut episode, at its last step
             final = {"image": info["final_image"], "proprio": info["final_proprio"], "instruction": instruction}
-            cut_value[trunc] = _values(policy, final, trunc)
-        value = torch.zeros(b) if out.value is None else out.value.float().cpu()
+            rows = torch.as_tensor(trunc.nonzero()[0])
+            cut_value[rows, ran.sum(1)[rows] - 1] = _values(policy, final, trunc)
+        value = torch.zeros(ran.shape) if out.value is None else out.value.float().cpu()
         for key, val in (
             ("action_tokens", out.tokens.cpu()),
             ("actions", torch.as_tensor(out.actions, dtype=torch.float32)),
             ("logprob", out.logprob.float().cpu()),
             ("value", value),
             ("cut_value", cut_value),
-            ("reward", torch.as_tensor(reward, dtype=torch.float32)),
+            ("reward", torch.as_tensor(reward, dtype=torch.float32) * ran),
             ("terminated", torch.as_tensor(term)),
             ("truncated", torch.as_tensor(trunc)),
             ("mask", torch.as_tensor(alive.copy())),
-            ("steps", torch.as_tensor(info["valid"].sum(1) * alive, dtype=torch.int64)),
+            ("steps", ran.sum(1)),
         ):
             steps[key].append(val)
         ended = term | trunc  # both are already limited to live episodes
@@ -88,9 +89,10 @@ def collect_episodes(
             break
     if alive.any():  # the step budget ran out before the env's own limit: cut there, bootstrap from obs
         steps["truncated"][-1] = steps["truncated"][-1] | torch.as_tensor(alive)
-        steps["cut_value"][-1][alive] = _values(policy, obs, alive)
+        rows = torch.as_tensor(alive.nonzero()[0])
+        steps["cut_value"][-1][rows, steps["steps"][-1][rows] - 1] = _values(policy, obs, alive)
     out = {k: torch.stack(v) for k, v in steps.items()}
-    out["next_value"] = next_values(out["value"], out["mask"], out.pop("cut_value"))
+    out["next_value"] = next_values(out["value"], out["steps"], out.pop("cut_value"))
     return Batch(
         image=np.stack(images),
         proprio=np.stack(proprios),
@@ -103,19 +105,25 @@ def collect_episodes(
     )
 
 
-def next_values(value: torch.Tensor, mask: torch.Tensor, cut_value: torch.Tensor) -> torch.Tensor:
-    """V(s_{t+1}) per step ``[T, B]``: ``value[t+1]`` where the episode goes on (``mask[t+1]``), else ``cut_value[t]``.
+def next_values(value: torch.Tensor, steps: torch.Tensor, cut_value: torch.Tensor) -> torch.Tensor:
+    """V after each env step ``[T, B, K]``: in env-step order (``env_major``), the next step's ``value`` where the
+    episode goes on, else ``cut_value``.
 
-    ``cut_value`` holds V(final observation) at truncated steps and 0 elsewhere, so a terminated step and the
-    steps after an episode's end get 0. Auto-reset puts the next episode's first value in ``value[t+1]`` after
-    an end, which is why ``mask[t+1]`` (not just ``t + 1 < T``) decides.
+    ``value`` ``[T, B, K]`` holds V before each env step of a chunk, ``steps`` ``[T, B]`` the env steps each chunk
+    ran, ``cut_value`` ``[T, B, K]`` V(final observation) at the step where an episode was truncated and 0
+    elsewhere; so a terminated step and the steps not run get 0. Auto-reset puts the next episode's first value
+    after an end, which is why the next step's validity (not just its existence) decides.
     """
-    following = torch.zeros_like(value)
-    following[:-1] = torch.where(mask[1:], value[1:], 0.0)
-    return torch.where(mask, following + cut_value, 0.0)
+    k = value.shape[-1]
+    ran = env_major(torch.arange(k) < steps.unsqueeze(-1))
+    v = env_major(value)
+    following = torch.zeros_like(v)
+    following[:-1] = torch.where(ran[1:], v[1:], 0.0)
+    return decision_major(torch.where(ran, following + env_major(cut_value), 0.0), k)
 
 
 def _values(policy: Any, obs: dict[str, Any], rows: np.ndarray) -> torch.Tensor:
-    """V of the observation rows where ``rows`` is true (greedy decode for first-action value heads)."""
+    """V of the observation rows where ``rows`` is true ``[N]`` (the value before a chunk's first step; greedy
+    decode for first-action value heads)."""
     value = policy.act(gather_obs(obs, rows), GREEDY).value
-    return torch.zeros(int(rows.sum())) if value is None else value.float().cpu()
+    return torch.zeros(int(rows.sum())) if value is None else value[:, 0].float().cpu()

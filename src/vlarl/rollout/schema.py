@@ -5,8 +5,10 @@ decision each), B envs (episodes), K chunk length (actions per decision; 1 for s
 dims, V camera views, H x W pixels, P proprio dims. Observations stay numpy (uint8 images are the bulk of a
 batch; the policy converts the rows it reads), everything else is torch.
 
-A step's ``reward`` is the sum of the rewards of the env steps its chunk ran (reward granularity "chunk"; for
-K = 1 the env step's). ``gather_obs`` is the one place observation rows are cut out of arrays.
+Per-step keys with a K dim hold one entry per env step of the decision's chunk (``valid``: the inner steps that
+ran); ``env_major`` lays them out as one env-step sequence ``[T*K, B]`` (the "action" reward granularity), and
+the chunk-level reward of a decision is their sum. ``gather_obs`` is the one place observation rows are cut out
+of arrays.
 """
 
 from __future__ import annotations
@@ -32,13 +34,19 @@ SCHEMA: dict[str, Key] = {
     "action_tokens": Key("int64", ("T", "B", "K", "A"), "the sampled action tokens (the learner scores these)"),
     "actions": Key("float32", ("T", "B", "K", "A"), "the env actions they decode to (un-normalised)"),
     "logprob": Key("float32", ("T", "B", "K", "A"), "per-token log-probs at sampling time"),
-    "value": Key("float32", ("T", "B"), "V(s_t) at sampling time (0 for a policy without a value head)"),
+    "value": Key(
+        "float32",
+        ("T", "B", "K"),
+        "V before each env step of the chunk at sampling time, all read from the decision's observation "
+        "([..., 0] is V(s_t); 0 for a policy without a value head)",
+    ),
     "next_value": Key(
         "float32",
-        ("T", "B"),
-        "V(s_{t+1}): value[t+1] inside an episode, V(final obs) where truncated, 0 where terminated or masked",
+        ("T", "B", "K"),
+        "V after each env step: the next valid entry of `value` in env-step order (env_major) inside an "
+        "episode, V(final obs) at the step where it was truncated, 0 where it terminated and at steps not run",
     ),
-    "reward": Key("float32", ("T", "B"), "summed over the env steps of the chunk"),
+    "reward": Key("float32", ("T", "B", "K"), "the env's reward of each env step of the chunk (0 at steps not run)"),
     "terminated": Key("bool", ("T", "B"), "the episode ended at this step by success (no bootstrap)"),
     "truncated": Key("bool", ("T", "B"), "the episode was cut at this step (bootstrap from next_value)"),
     "mask": Key("bool", ("T", "B"), "the step belongs to the env's episode"),
@@ -68,6 +76,17 @@ def gather_obs(obs: dict[str, Any], index: Any) -> dict[str, Any]:
         "proprio": obs["proprio"][index],
         "instruction": [obs["instruction"][i] for i in rows],
     }
+
+
+def env_major(x: torch.Tensor) -> torch.Tensor:
+    """``[T, B, K]`` per env step of each decision -> ``[T*K, B]``, the episode's env steps in time order."""
+    t, b, k = x.shape
+    return x.permute(0, 2, 1).reshape(t * k, b)
+
+
+def decision_major(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Inverse of ``env_major``: ``[T*K, B]`` -> ``[T, B, K]``."""
+    return x.reshape(-1, k, x.shape[1]).permute(0, 2, 1)
 
 
 def _dtype(x: Any) -> str:
@@ -125,6 +144,11 @@ class Batch:
                         f"batch key {name!r} has {dim}={size}, other keys {dim}={sizes[dim]} (dims {dims})"
                     )
         return sizes
+
+    @property
+    def valid(self) -> torch.Tensor:
+        """``[T, B, K]`` the env steps each decision's chunk ran (its first ``steps``)."""
+        return torch.arange(self.reward.shape[-1]) < self.steps.unsqueeze(-1)
 
     @property
     def length(self) -> torch.Tensor:

@@ -61,7 +61,7 @@ def rollout_metrics(batch: Any) -> dict[str, float]:
         "rollout/kept_success": batch.success.float().mean().item(),
         "rollout/kept_episodes": batch.success.numel(),
         "rollout/episode_length": batch.length.float().mean().item(),
-        "env/reward": (batch.reward * batch.mask).sum().item() / episodes,
+        "env/reward": batch.reward.sum().item() / episodes,  # 0 at the env steps not run
         "env/steps": int(batch.length.sum()),
         "env/decisions": int(batch.mask.sum()),  # policy calls per env: env steps / K with chunks
     }

@@ -24,14 +24,17 @@ VALUE_POSITIONS = ("last_prompt", "first_action", "mean")
 
 
 class ValueHead(nn.Module):
-    """MLP hidden -> 512 -> 128 -> 1 with GELU (RL4VLA's shared actor-critic head)."""
+    """MLP hidden ``[B, D]`` -> 512 -> 128 -> ``outputs`` with GELU (RL4VLA's shared actor-critic head): ``[B, K]``,
+    the value before each env step of a K-action chunk (RLinf's OFT head)."""
 
-    def __init__(self, hidden: int):
+    def __init__(self, hidden: int, outputs: int = 1):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(hidden, 512), nn.GELU(), nn.Linear(512, 128), nn.GELU(), nn.Linear(128, 1))
+        self.net = nn.Sequential(
+            nn.Linear(hidden, 512), nn.GELU(), nn.Linear(512, 128), nn.GELU(), nn.Linear(128, outputs)
+        )
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.net(h.float()).squeeze(-1)
+        return self.net(h.float())
 
 
 class OpenVLAPolicy(nn.Module):
@@ -229,7 +232,7 @@ class OpenVLAPolicy(nn.Module):
         self, inputs: dict[str, torch.Tensor], tokens: torch.Tensor, temperature: float = 1.0
     ) -> tuple[torch.Tensor, ...]:
         """Learner pass over ``tokens [B, 1, A]``: per-token log-probs and entropies ``[B, 1, A]`` at
-        ``temperature``, values ``[B]``."""
+        ``temperature``, values ``[B, 1]``."""
         tokens = self._one_step(tokens)
         logits, prefix_hidden, mask, first_action_hidden = self.forward_tokens(inputs, tokens)
         logp = self._restricted(logits, temperature)

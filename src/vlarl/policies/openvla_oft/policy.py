@@ -6,7 +6,8 @@ Sequence layout, as OFT's ``predict_action``: OpenVLA's prefix ``[BOS, patches, 
 attention. As in a causal LM, the token of slot j is read one position earlier: from the last prompt token
 for slot 0, from slot j-1 after that. One forward pass gives all ``K x A`` distributions, so the chunk's tokens
 are drawn independently given the observation; the learner's ``evaluate`` runs the same pass, so rollout and
-learner log-probs agree exactly. The value (one per chunk) is read from the prefix as in ``openvla``.
+learner log-probs agree exactly. The value head reads the prefix as in ``openvla`` and gives K values, the
+value before each env step of the chunk (``[..., 0]`` is the observation's own; RLinf's OFT value head).
 
 ``action_head="l1"`` puts OFT's L1-regression head (``heads.L1Head``) on the same slot states: ``act`` then
 returns its continuous actions (tokens and log-probs are those of their discretisation under the discrete
@@ -22,7 +23,7 @@ from torch import nn
 
 from vlarl.policies.base import SAMPLE, ActOutput, Sampling
 from vlarl.policies.openvla.modeling import PrismaticVLA
-from vlarl.policies.openvla.policy import OpenVLAPolicy
+from vlarl.policies.openvla.policy import OpenVLAPolicy, ValueHead
 from vlarl.policies.openvla_oft.heads import L1Head
 
 ACTION_HEADS = ("discrete", "l1")
@@ -63,6 +64,7 @@ class OFTPolicy(OpenVLAPolicy):
         if action_head not in ACTION_HEADS:
             raise ValueError(f"action_head={action_head!r}; choose one of {ACTION_HEADS}")
         self.chunk_len, self.action_head = chunk_len, action_head
+        self.value_head = ValueHead(model.hidden_size, chunk_len)
         self.l1_head = L1Head(model.hidden_size, action_dim) if action_head == "l1" else None
 
     def heads(self) -> dict[str, nn.Module]:
@@ -119,7 +121,7 @@ class OFTPolicy(OpenVLAPolicy):
     def evaluate(
         self, inputs: dict[str, torch.Tensor], tokens: torch.Tensor, temperature: float = 1.0
     ) -> tuple[torch.Tensor, ...]:
-        """Learner pass over ``tokens [B, K, A]``: log-probs and entropies ``[B, K, A]``, values ``[B]``."""
+        """Learner pass over ``tokens [B, K, A]``: log-probs and entropies ``[B, K, A]``, values ``[B, K]``."""
         tokens = self._chunk(tokens)
         logits, _, *prefix = self._parallel(self.model, inputs)
         logp = self._restricted(logits, temperature).view(*tokens.shape, -1)
