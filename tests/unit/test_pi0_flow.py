@@ -240,3 +240,22 @@ def test_bad_arguments_are_refused():
         expert = _expert()
         prefix, mask, _ = _prefix()
         expert(expert.encode_prefix(prefix, mask), torch.zeros(3, 4, 3), torch.ones(3))
+
+
+def test_suffix_attention_pattern_by_hand():
+    expert = ActionExpert(ExpertConfig(action_dim=1, chunk_len=2, prefix_dim=4, state_dim=1, width=8, head_dim=4))
+    allowed = expert.suffix_attention(torch.tensor([[False, True]]))[0]
+    # keys: pad, prefix token, state, action 0, action 1; queries: state, action 0, action 1
+    assert allowed.tolist() == [
+        [False, True, True, False, False],
+        [False, True, True, True, True],
+        [False, True, True, True, True],
+    ]
+
+
+def test_noise_head_std_stays_in_its_range():
+    head = NoiseHead(8, 3, min_std=0.08, max_std=0.16)
+    log_std = head(torch.randn(5, 4, 8) * 100)
+    assert log_std.shape == (5, 4, 3)
+    assert log_std.min() >= math.log(0.08) - 1e-6 and log_std.max() <= math.log(0.16) + 1e-6
+    assert log_std.max() - log_std.min() > 0.1
