@@ -63,6 +63,12 @@ def test_flow_noise_log_probs_by_hand():
     assert got.flatten().tolist() == pytest.approx(want, abs=1e-5)
 
 
+def test_gaussian_entropy_by_hand():
+    assert flow.gaussian_entropy(torch.tensor([0.1])).item() == pytest.approx(
+        0.5 * math.log(2 * math.pi * math.e * 0.01)
+    )
+
+
 def test_sde_sigma_and_time_grid_by_hand():
     assert flow.time_grid(4).tolist() == [1.0, 0.75, 0.5, 0.25, 0.0]
     want = [0.5 * 2, 0.5 * math.sqrt(3), 0.5, 0.5 * math.sqrt(1 / 3)]
@@ -232,6 +238,10 @@ def test_value_head_detach_stops_the_critics_gradient_at_its_input():
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="noise_method"):
         flow.sample(_toy_step(), torch.zeros(1, 1, 1), 2, "ddpm")
+    with pytest.raises(ValueError, match="needs noise"):
+        flow.sample(_toy_step(), torch.zeros(1, 1, 1), 2, "flow_sde", noise_level=0.0)
+    with pytest.raises(ValueError, match="log_std"):
+        flow.sample(_toy_step(), torch.zeros(1, 1, 1), 2, "flow_noise")
     with pytest.raises(ValueError, match="no log-prob"):
         flow.chain_log_probs(CHAIN, torch.zeros(1, 2, 1, 1), "flow_ode")
     with pytest.raises(ValueError, match="denoise_step"):

@@ -124,6 +124,12 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) ->
     return -0.5 * ((x - mean) / std).square() - std.log() - 0.5 * math.log(2 * math.pi)
 
 
+def gaussian_entropy(std: torch.Tensor) -> torch.Tensor:
+    """Elementwise entropy ``0.5 * log(2 pi e std^2)`` of a step's Gaussian (Flow-Noise's entropy bonus; Flow-SDE's
+    std does not depend on the policy, so its entropy carries no gradient)."""
+    return std.log() + 0.5 * (math.log(2 * math.pi) + 1)
+
+
 @dataclass
 class FlowSample:
     """One sampled chunk and the record the learner needs to recompute its log-probs.
@@ -163,6 +169,8 @@ def sample(
     row stochastic (the others follow the ODE), as πRL's one-step training option; ``None`` = every step."""
     if method not in METHODS:
         raise ValueError(f"noise_method={method!r}; choose one of {METHODS}")
+    if method == "flow_sde" and noise_level <= 0:
+        raise ValueError(f"flow_sde with noise_level={noise_level}: a log-prob needs noise (use flow_ode for none)")
     b = noise.shape[0]
     grid = time_grid(num_steps, noise.device)
     sigma = sde_sigma(num_steps, noise_level, noise.device)
@@ -173,6 +181,8 @@ def sample(
     for i in range(num_steps):
         t = grid[i].expand(b)
         v, log_std = step_fn(x, t)
+        if method == "flow_noise" and log_std is None:
+            raise ValueError("flow_noise needs a step_fn that returns the noise head's log_std")
         ode_mean, _ = transition(x, v, grid[i], 1 / num_steps, "flow_ode")
         if method == "flow_ode":
             x_next, logp = ode_mean, torch.zeros_like(x)
