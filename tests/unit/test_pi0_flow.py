@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vlarl.policies.pi0 import flow
-from vlarl.policies.pi0.expert import ActionExpert, ExpertConfig, NoiseHead, ValueHead, expert_step_fn
+from vlarl.policies.pi0.expert import ActionExpert, ExpertConfig, NoiseHead, ValueHead, expert_step_fn, time_embedding
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -269,3 +269,10 @@ def test_noise_head_std_stays_in_its_range():
     assert log_std.shape == (5, 4, 3)
     assert log_std.min() >= math.log(0.08) - 1e-6 and log_std.max() <= math.log(0.16) + 1e-6
     assert log_std.max() - log_std.min() > 0.1
+
+
+def test_time_embedding_by_hand():
+    # dim 4: periods 4e-3 and 4.0; at t=1 the angles are 2 pi / 4e-3 = 500 pi and 2 pi / 4 = pi / 2
+    emb = time_embedding(torch.tensor([0.0, 1.0]), 4, 4e-3, 4.0)
+    assert emb[0].tolist() == [0.0, 0.0, 1.0, 1.0]
+    assert emb[1].tolist() == pytest.approx([0.0, 1.0, 1.0, 0.0], abs=1e-6)
