@@ -68,7 +68,7 @@ BAD = [
         "'last_prompt', 'first_action', 'mean'",
     ),
     ("sft", "policy.openvla.critic=twin", "policy.openvla.critic='twin'", "'shared', 'separate'"),
-    ("sft", "policy.family=pi0", "policy.family='pi0'", "'openvla', 'openvla_oft'"),
+    ("sft", "policy.family=pi1", "policy.family='pi1'", "'openvla', 'openvla_oft', 'pi0'"),
     ("sft", "policy.openvla_oft.chunk_len=0", "policy.openvla_oft.chunk_len=0", ">= 1"),
     ("sft", "policy.openvla_oft.action_head=mse", "policy.openvla_oft.action_head='mse'", "'discrete', 'l1'"),
     ("sft", "policy.device=tpu", "policy.device='tpu'", "auto, cpu, cuda or cuda:<n>"),

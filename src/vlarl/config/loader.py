@@ -168,11 +168,12 @@ def _cross_problems(cfg: Any) -> list[str]:
             "policy.openvla_oft.action_head='l1': RL trains the discrete head; start RL from an L1 fine-tune with "
             "action_head=discrete after a short `vlarl sft` of that head on demos (README, OpenVLA-OFT)"
         )
-    if policy is not None and env is not None and policy.family == "openvla_oft":
-        if policy.openvla_oft.chunk_len > env.max_episode_steps:
+    if policy is not None and env is not None and policy.family in ("openvla_oft", "pi0"):
+        k = getattr(policy, policy.family).chunk_len
+        if k > env.max_episode_steps:
             problems.append(
-                f"policy.openvla_oft.chunk_len={policy.openvla_oft.chunk_len}: must be <= env.max_episode_steps="
-                f"{env.max_episode_steps} (a chunk runs within one episode)"
+                f"policy.{policy.family}.chunk_len={k}: must be <= env.max_episode_steps={env.max_episode_steps} "
+                "(a chunk runs within one episode)"
             )
     if ev is not None and env is not None and ev.trials_per_task > env.num_eval_init_states:
         problems.append(

@@ -148,6 +148,28 @@ class OFTOptions:
 
 
 @dataclass
+class Pi0Options:
+    """Options of the ``pi0`` family (``policies/pi0/``): a flow-matching action expert on the Prismatic prefix."""
+
+    chunk_len: int = doc(4, "Actions per decision K, denoised together and run open-loop (pi0's released: 50).", ge=1)
+    noise_method: str = doc(
+        "flow_sde",
+        "How rollouts get log-probs (piRL): 'flow_sde' (the ODE turned into an SDE of `noise_level`) or 'flow_noise' "
+        "(a learnt noise head's std at each step). Greedy evaluation runs the deterministic ODE.",
+        choices=("flow_sde", "flow_noise"),
+    )
+    denoise_steps: int = doc(4, "Euler steps from noise to action (piRL: 4).", ge=1)
+    noise_level: float = doc(0.5, "Flow-SDE's noise level a (sigma_t = a sqrt(t / (1 - t))).", gt=0)
+    value_source: str = doc(
+        "prefix_mean",
+        "What the value head reads: 'prefix_mean' / 'prefix_last' (the expert's outputs over the VLM prefix) or "
+        "'expert' (its action tokens' features at the start of denoising).",
+        choices=("prefix_mean", "prefix_last", "expert"),
+    )
+    detach_critic: bool = doc(False, "The value loss does not train what the value head reads (piRL's option).")
+
+
+@dataclass
 class PolicyConfig:
     """The VLA policy: family, architecture or checkpoint, decoding, LoRA, device; then one section per family
     (``policy.<family>.*``) with the options only that family reads."""
@@ -155,8 +177,9 @@ class PolicyConfig:
     family: str = doc(
         "openvla",
         "Policy family (one folder per family under vlarl/policies): 'openvla' decodes one action token by token; "
-        "'openvla_oft' decodes a chunk of `openvla_oft.chunk_len` actions in one parallel pass.",
-        choices=("openvla", "openvla_oft"),
+        "'openvla_oft' decodes a chunk of `openvla_oft.chunk_len` actions in one parallel pass; 'pi0' denoises a "
+        "chunk of `pi0.chunk_len` actions by flow matching.",
+        choices=("openvla", "openvla_oft", "pi0"),
     )
     arch: str = doc(
         "tiny",
@@ -190,6 +213,7 @@ class PolicyConfig:
     )
     openvla: OpenVLAOptions = field(default_factory=OpenVLAOptions)
     openvla_oft: OFTOptions = field(default_factory=OFTOptions)
+    pi0: Pi0Options = field(default_factory=Pi0Options)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""VLA policies: one folder per family (``openvla/``, ``openvla_oft/``) and ``make_policy`` to build one from config."""
+"""VLA policies: one folder per family (``openvla/``, ``openvla_oft/``, ``pi0/``); ``make_policy`` builds one."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from vlarl.policies.openvla.action_tokenizer import ActionNormStats
 from vlarl.policies.openvla.factory import make_openvla
 from vlarl.policies.openvla.policy import OpenVLAPolicy
 from vlarl.policies.openvla_oft import make_openvla_oft
+from vlarl.policies.pi0 import make_pi0
 
 FamilyBuilder = Callable[..., Any]
 """``(cfg, action_dim, proprio_dim, norm_stats, instructions) -> policy`` (a ``VLAPolicy``, on CPU)."""
@@ -52,5 +53,6 @@ def resolve_device(name: str):
 
 register_family("openvla", make_openvla)
 register_family("openvla_oft", make_openvla_oft)
+register_family("pi0", make_pi0)
 
 __all__ = ["ActionNormStats", "OpenVLAPolicy", "families", "make_policy", "register_family", "resolve_device"]

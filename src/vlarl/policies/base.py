@@ -43,6 +43,7 @@ class ActOutput:
     logprob: torch.Tensor  # [B, K, A] per-token log-probs at the sampling temperature (sum over A: the action's)
     value: torch.Tensor | None  # [B, K] V before each env step of the chunk ([:, 0]: this observation's), or None
     inputs: dict[str, torch.Tensor]  # the model inputs, for the learner
+    chain: torch.Tensor | None = None  # [B, N+1, K, A] a flow policy's denoising chain (what its learner scores)
 
 
 @runtime_checkable
@@ -64,10 +65,15 @@ class VLAPolicy(Protocol):
         """One batched decision for B envs."""
 
     def evaluate(
-        self, inputs: dict[str, torch.Tensor], tokens: torch.Tensor, temperature: float = 1.0
+        self,
+        inputs: dict[str, torch.Tensor],
+        tokens: torch.Tensor,
+        temperature: float = 1.0,
+        chain: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The learner's pass over ``tokens [B, K, A]``: log-probs and entropies ``[B, K, A]`` at ``temperature``,
-        values ``[B, K]`` (V before each env step of the chunk; zeros without a value head)."""
+        """The learner's pass over what ``act`` drew, ``tokens [B, K, A]`` (and a flow policy's ``chain [B, N+1, K,
+        A]``): log-probs and entropies ``[B, K, A]`` at ``temperature``, values ``[B, K]`` (V before each env step of
+        the chunk; zeros without a value head)."""
 
     def sft_loss(self, inputs: dict[str, torch.Tensor], targets: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Supervised loss on demonstration ``targets [B, K, A]`` (from ``encode_actions``); returns (loss, metrics)."""

@@ -21,6 +21,7 @@ from vlarl.rollout.schema import Batch, decision_major, env_major, gather_obs
 _PER_STEP = (
     "action_tokens",
     "actions",
+    "chain",
     "logprob",
     "value",
     "cut_value",
@@ -72,6 +73,10 @@ def collect_episodes(
         for key, val in (
             ("action_tokens", out.tokens.cpu()),
             ("actions", torch.as_tensor(out.actions, dtype=torch.float32)),
+            (
+                "chain",
+                torch.zeros(*out.tokens.shape[:1], 0, *out.tokens.shape[1:]) if out.chain is None else out.chain.cpu(),
+            ),
             ("logprob", out.logprob.float().cpu()),
             ("value", value),
             ("cut_value", cut_value),

@@ -2,8 +2,9 @@
 
 Every key is declared once in ``SCHEMA`` with its dtype and named dims. Dims: T chunk-steps (one policy
 decision each), B envs (episodes), K chunk length (actions per decision; 1 for single-step policies), A action
-dims, V camera views, H x W pixels, P proprio dims. Observations stay numpy (uint8 images are the bulk of a
-batch; the policy converts the rows it reads), everything else is torch.
+dims, S denoising-chain points (flow policies), V camera views, H x W pixels, P proprio dims. Observations
+stay numpy (uint8 images are the bulk of a batch; the policy converts the rows it reads), everything else is
+torch.
 
 Per-step keys with a K dim hold one entry per env step of the decision's chunk (``valid``: the inner steps that
 ran); ``env_major`` lays them out as one env-step sequence ``[T*K, B]`` (the "action" reward granularity), and
@@ -33,6 +34,11 @@ SCHEMA: dict[str, Key] = {
     "instruction": Key("str", ("B",), "the task instruction (fixed within an episode)"),
     "action_tokens": Key("int64", ("T", "B", "K", "A"), "the sampled action tokens (the learner scores these)"),
     "actions": Key("float32", ("T", "B", "K", "A"), "the env actions they decode to (un-normalised)"),
+    "chain": Key(
+        "float32",
+        ("T", "B", "S", "K", "A"),
+        "a flow policy's denoising chain, noise to action (S = denoise steps + 1; S = 0 for token policies)",
+    ),
     "logprob": Key("float32", ("T", "B", "K", "A"), "per-token log-probs at sampling time"),
     "value": Key(
         "float32",
@@ -108,6 +114,7 @@ class Batch:
     instruction: list[str]
     action_tokens: torch.Tensor
     actions: torch.Tensor
+    chain: torch.Tensor
     logprob: torch.Tensor
     value: torch.Tensor
     next_value: torch.Tensor

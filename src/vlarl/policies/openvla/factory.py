@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from vlarl.policies.openvla.action_tokenizer import ActionNormStats
@@ -107,6 +108,14 @@ def make_openvla(
     from vlarl.policies.openvla.lora import apply_lora
 
     if cfg.checkpoint:
+        from vlarl.policies.openvla.checkpoint import checkpoint_family, read_config
+
+        config = read_config(Path(cfg.checkpoint))
+        recorded, k = config.get("vlarl", {}).get("chunk_len"), family_kwargs.get("chunk_len", 1)
+        if checkpoint_family(Path(cfg.checkpoint), config) == cls.FAMILY and recorded not in (None, k):
+            raise ValueError(
+                f"checkpoint {cfg.checkpoint} decodes chunks of {recorded}; policy.{cls.FAMILY}.chunk_len={k}"
+            )
         policy = load_pretrained(cfg.checkpoint, cfg.unnorm_key, cls, critic=cfg.openvla.critic, **family_kwargs)
         if policy.action_dim != action_dim:
             raise ValueError(

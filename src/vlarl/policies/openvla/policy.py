@@ -229,7 +229,11 @@ class OpenVLAPolicy(nn.Module):
         return logits[:, s - 1 : s - 1 + tokens.shape[1]], hidden[:, :s], mask, hidden[:, s]
 
     def evaluate(
-        self, inputs: dict[str, torch.Tensor], tokens: torch.Tensor, temperature: float = 1.0
+        self,
+        inputs: dict[str, torch.Tensor],
+        tokens: torch.Tensor,
+        temperature: float = 1.0,
+        chain: torch.Tensor | None = None,  # a token policy's draw is its tokens: unused
     ) -> tuple[torch.Tensor, ...]:
         """Learner pass over ``tokens [B, 1, A]``: per-token log-probs and entropies ``[B, 1, A]`` at
         ``temperature``, values ``[B, 1]``."""

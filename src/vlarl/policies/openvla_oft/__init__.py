@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vlarl.policies.openvla.checkpoint import checkpoint_family, read_config
 from vlarl.policies.openvla.factory import make_openvla
 from vlarl.policies.openvla_oft.checkpoint import read_components
 from vlarl.policies.openvla_oft.policy import OFTPolicy
@@ -16,14 +15,7 @@ def make_openvla_oft(cfg: Any, action_dim: int, proprio_dim: int, norm_stats: An
     k = cfg.openvla_oft.chunk_len
     extra = {"action_head": cfg.openvla_oft.action_head}
     if cfg.checkpoint:
-        path = Path(cfg.checkpoint)
-        config = read_config(path)
-        recorded = config.get("vlarl", {}).get("chunk_len", k)
-        if checkpoint_family(path, config) == OFTPolicy.FAMILY and recorded != k:
-            raise ValueError(
-                f"checkpoint {cfg.checkpoint} decodes chunks of {recorded}; policy.openvla_oft.chunk_len={k}"
-            )
-        extra["extra_heads"] = read_components(path)
+        extra["extra_heads"] = read_components(Path(cfg.checkpoint))
     return make_openvla(cfg, action_dim, proprio_dim, norm_stats, instructions, OFTPolicy, chunk_len=k, **extra)
 
 

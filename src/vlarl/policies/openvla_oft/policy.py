@@ -119,7 +119,11 @@ class OFTPolicy(OpenVLAPolicy):
         return ActOutput(actions, tokens, token_logp, self._values(inputs, tuple(prefix)), inputs)
 
     def evaluate(
-        self, inputs: dict[str, torch.Tensor], tokens: torch.Tensor, temperature: float = 1.0
+        self,
+        inputs: dict[str, torch.Tensor],
+        tokens: torch.Tensor,
+        temperature: float = 1.0,
+        chain: torch.Tensor | None = None,  # a token policy's draw is its tokens: unused
     ) -> tuple[torch.Tensor, ...]:
         """Learner pass over ``tokens [B, K, A]``: log-probs and entropies ``[B, K, A]``, values ``[B, K]``."""
         tokens = self._chunk(tokens)

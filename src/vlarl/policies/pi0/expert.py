@@ -204,7 +204,8 @@ class NoiseHead(nn.Module):
 
 
 class ValueHead(nn.Module):
-    """The critic: an MLP (hidden ``[512, 256, 128]``, ReLU; RLinf's π0 head) on one feature vector -> ``[B]``.
+    """The critic: an MLP (hidden ``[512, 256, 128]``, ReLU; RLinf's π0 head) on one feature vector -> ``[B, outputs]``
+    (``outputs`` = K: V before each env step of the chunk).
 
     ``source``: ``prefix_mean`` (mean of the real prefix tokens' expert outputs), ``prefix_last`` (the last real
     prefix token) or ``expert`` (mean over the K action tokens' features of a denoising step). ``detach`` stops
@@ -212,7 +213,12 @@ class ValueHead(nn.Module):
     """
 
     def __init__(
-        self, in_dim: int, source: str = "prefix_mean", detach: bool = False, hidden: tuple[int, ...] = (512, 256, 128)
+        self,
+        in_dim: int,
+        source: str = "prefix_mean",
+        detach: bool = False,
+        hidden: tuple[int, ...] = (512, 256, 128),
+        outputs: int = 1,
     ):
         super().__init__()
         if source not in VALUE_SOURCES:
@@ -222,7 +228,7 @@ class ValueHead(nn.Module):
         layers: list[nn.Module] = []
         for a, b in zip(dims[:-1], dims[1:]):
             layers += [nn.Linear(a, b), nn.ReLU()]
-        self.mlp = nn.Sequential(*layers, nn.Linear(dims[-1], 1))
+        self.mlp = nn.Sequential(*layers, nn.Linear(dims[-1], outputs))
 
     def features(self, prefix: PrefixCache, expert_features: torch.Tensor | None = None) -> torch.Tensor:
         """The critic's input ``[B, W]``; ``expert_features [B, K, W]`` for ``source="expert"``."""
@@ -239,7 +245,7 @@ class ValueHead(nn.Module):
 
     def forward(self, prefix: PrefixCache, expert_features: torch.Tensor | None = None) -> torch.Tensor:
         x = self.features(prefix, expert_features).float()
-        return self.mlp(x.detach() if self.detach else x)[:, 0]
+        return self.mlp(x.detach() if self.detach else x)
 
 
 def expert_step_fn(
