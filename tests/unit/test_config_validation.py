@@ -71,6 +71,8 @@ BAD = [
     ("sft", "policy.family=pi1", "policy.family='pi1'", "'openvla', 'openvla_oft', 'pi0'"),
     ("sft", "policy.openvla_oft.chunk_len=0", "policy.openvla_oft.chunk_len=0", ">= 1"),
     ("sft", "policy.openvla_oft.action_head=mse", "policy.openvla_oft.action_head='mse'", "'discrete', 'l1'"),
+    ("sft", "policy.pi0.noise_method=ode", "policy.pi0.noise_method='ode'", "'flow_sde', 'flow_noise'"),
+    ("sft", "policy.pi0.noise_level=0", "policy.pi0.noise_level=0", "> 0"),
     ("sft", "policy.device=tpu", "policy.device='tpu'", "auto, cpu, cuda or cuda:<n>"),
     ("eval", "eval.trials_per_task=0", "eval.trials_per_task=0", ">= 1"),
     ("eval", "eval.videos_per_task=-2", "eval.videos_per_task=-2", ">= 0"),
@@ -116,6 +118,10 @@ def test_every_problem_is_listed_at_once():
         (
             ["policy.family=openvla_oft", "policy.openvla_oft.action_head=l1"],
             "policy.openvla_oft.action_head='l1': RL trains the discrete head",
+        ),
+        (
+            ["policy.family=pi0", "policy.pi0.chunk_len=16", "env.max_episode_steps=10"],
+            "policy.pi0.chunk_len=16: must be <= env.max_episode_steps=10",
         ),
         (
             ["algo.reward_granularity=action", "algo.logprob_granularity=chunk"],
