@@ -21,6 +21,7 @@ def _batch(t=3, b=4, k=2, a=3, seed=0) -> Batch:
         instruction=[f"task {i}" for i in range(b)],
         action_tokens=torch.randint(0, 256, (t, b, k, a), generator=g),
         actions=torch.rand(t, b, k, a, generator=g),
+        chain=torch.rand(t, b, 2, k, a, generator=g),
         logprob=-torch.rand(t, b, k, a, generator=g),
         value=torch.rand(t, b, k, generator=g),
         next_value=torch.rand(t, b, k, generator=g),
@@ -38,7 +39,7 @@ def _batch(t=3, b=4, k=2, a=3, seed=0) -> Batch:
 
 def test_batch_fields_are_the_schema_keys_in_order():
     assert [f.name for f in dataclasses.fields(Batch) if f.name != "stats"] == list(SCHEMA)
-    assert _batch().check() == {"T": 3, "B": 4, "K": 2, "A": 3, "V": 1, "H": 8, "W": 8, "C": 3, "P": 2}
+    assert _batch().check() == {"T": 3, "B": 4, "K": 2, "A": 3, "S": 2, "V": 1, "H": 8, "W": 8, "C": 3, "P": 2}
 
 
 @pytest.mark.parametrize(
