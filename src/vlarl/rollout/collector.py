@@ -73,10 +73,7 @@ def collect_episodes(
         for key, val in (
             ("action_tokens", out.tokens.cpu()),
             ("actions", torch.as_tensor(out.actions, dtype=torch.float32)),
-            (
-                "chain",
-                torch.zeros(*out.tokens.shape[:1], 0, *out.tokens.shape[1:]) if out.chain is None else out.chain.cpu(),
-            ),
+            ("chain", torch.zeros(b, 0, *out.tokens.shape[1:]) if out.chain is None else out.chain.cpu()),
             ("logprob", out.logprob.float().cpu()),
             ("value", value),
             ("cut_value", cut_value),
