@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from vlarl.policies.base import GREEDY, SAMPLE, Sampling, VLAPolicy
-from vlarl.rollout.schema import Batch, decision_major, env_major, gather_obs
+from vlarl.rollout.schema import Batch, decision_major, env_major, gather_obs, ran_steps
 
 _PER_STEP = (
     "action_tokens",
@@ -117,7 +117,7 @@ def next_values(value: torch.Tensor, steps: torch.Tensor, cut_value: torch.Tenso
     after an end, which is why the next step's validity (not just its existence) decides.
     """
     k = value.shape[-1]
-    ran = env_major(torch.arange(k) < steps.unsqueeze(-1))
+    ran = env_major(ran_steps(steps, k))
     v = env_major(value)
     following = torch.zeros_like(v)
     following[:-1] = torch.where(ran[1:], v[1:], 0.0)

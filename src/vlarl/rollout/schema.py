@@ -84,6 +84,11 @@ def gather_obs(obs: dict[str, Any], index: Any) -> dict[str, Any]:
     }
 
 
+def ran_steps(steps: torch.Tensor, k: int) -> torch.Tensor:
+    """``[T, B, K]`` which env steps of each decision's K-action chunk ran, from ``steps [T, B]`` (its first ones)."""
+    return torch.arange(k) < steps.unsqueeze(-1)
+
+
 def env_major(x: torch.Tensor) -> torch.Tensor:
     """``[T, B, K]`` per env step of each decision -> ``[T*K, B]``, the episode's env steps in time order."""
     t, b, k = x.shape
@@ -155,7 +160,7 @@ class Batch:
     @property
     def valid(self) -> torch.Tensor:
         """``[T, B, K]`` the env steps each decision's chunk ran (its first ``steps``)."""
-        return torch.arange(self.reward.shape[-1]) < self.steps.unsqueeze(-1)
+        return ran_steps(self.steps, self.reward.shape[-1])
 
     @property
     def length(self) -> torch.Tensor:
