@@ -135,10 +135,7 @@ class Learner:
         for mb in steps:
             parts = [torch.as_tensor(mb[m0 : m0 + micro]) for m0 in range(0, len(mb), micro)]
             metrics = accumulate(
-                (
-                    len(r) / len(mb),
-                    lambda r=r: self.loss_of(batch, adv, ret, t_idx[r], b_idx[r], warmup, use_value),
-                )
+                (len(r) / len(mb), lambda r=r: self.loss_of(batch, adv, ret, t_idx[r], b_idx[r], warmup, use_value))
                 for r in parts
             )
             for k, v in metrics.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from vlarl.policies.openvla.factory import make_openvla
@@ -11,15 +12,7 @@ from vlarl.policies.pi0.policy import Pi0Policy
 def make_pi0(cfg: Any, action_dim: int, proprio_dim: int, norm_stats: Any, instructions: list[str]):
     """The pi0 family's builder: the Prismatic prefix of ``make_openvla`` with ``Pi0Policy``, options from
     ``policy.pi0``."""
-    o = cfg.pi0
-    options = dict(
-        chunk_len=o.chunk_len,
-        noise_method=o.noise_method,
-        denoise_steps=o.denoise_steps,
-        noise_level=o.noise_level,
-        value_source=o.value_source,
-        detach_critic=o.detach_critic,
-    )
+    options = dataclasses.asdict(cfg.pi0)  # its fields are Pi0Policy's keywords
     return make_openvla(cfg, action_dim, proprio_dim, norm_stats, instructions, Pi0Policy, **options)
 
 
