@@ -6,23 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from tests.unit.chunk_obs import INSTRUCTIONS, observations
 from vlarl.config import load_config
 from vlarl.policies import make_policy
 from vlarl.policies.base import Sampling
 from vlarl.policies.openvla.factory import build_policy
 from vlarl.policies.openvla_oft import OFTPolicy
 from vlarl.policies.openvla_oft.policy import key_padding_attention
-
-INSTRUCTIONS = ["reach the goal position", "push the puck", "open the drawer please now"]
-
-
-def _obs(b=3, seed=0):
-    rng = np.random.default_rng(seed)
-    return {
-        "image": rng.integers(0, 256, (b, 1, 64, 64, 3), dtype=np.uint8),
-        "instruction": INSTRUCTIONS[:b],
-        "proprio": rng.normal(size=(b, 4)).astype(np.float32),
-    }
 
 
 def _oft(k=3, seed=0, **kw):
@@ -39,7 +29,7 @@ def test_key_padding_attention_by_hand():
 @pytest.mark.parametrize("value_position", ["last_prompt", "first_action", "mean"])
 def test_one_pass_logprobs_equal_the_learners_with_mixed_prompt_lengths(value_position):
     policy = _oft(value_position=value_position)
-    obs = _obs()
+    obs = observations()
     assert len(set(policy.prepare(obs)["attention_mask"].sum(1).tolist())) > 1  # prompts of different lengths
     out = policy.act(obs, Sampling(temperature=1.3), torch.Generator().manual_seed(1))
     assert out.actions.shape == (3, 3, 4) and out.tokens.shape == out.logprob.shape == (3, 3, 4)
@@ -59,14 +49,14 @@ def test_one_pass_logprobs_equal_the_learners_with_mixed_prompt_lengths(value_po
 def test_the_slots_attend_to_each_other_and_decode_independently():
     """Slot outputs depend on how many slots there are (bidirectional), not on the tokens being scored."""
     policy = _oft(k=3)
-    inputs = policy.prepare(_obs())
+    inputs = policy.prepare(observations())
     three = policy._parallel(policy.model, inputs)[0]
     policy.chunk_len = 1
     one = policy._parallel(policy.model, inputs)[0]
     assert three.shape[1] == 12 and one.shape[1] == 4
     assert (three[:, :4] - one).abs().max() > 1e-3  # the later slots change the first action's logits
     policy.chunk_len = 3
-    tokens = policy.act(_obs()).tokens
+    tokens = policy.act(observations()).tokens
     other = tokens.clone()
     other[:, 2] = policy.action_tokenizer.first_id  # a different last action
     logp, _, _ = policy.evaluate(inputs, tokens)
@@ -76,7 +66,7 @@ def test_the_slots_attend_to_each_other_and_decode_independently():
 
 def test_greedy_chunk_is_the_argmax_of_every_slot():
     policy = _oft()
-    out = policy.act(_obs(), Sampling(greedy=True))
+    out = policy.act(observations(), Sampling(greedy=True))
     logits = policy._parallel(policy.model, out.inputs)[0]
     first = policy.action_tokenizer.first_id
     best = logits[..., first : first + 256].argmax(-1) + first
@@ -85,7 +75,7 @@ def test_greedy_chunk_is_the_argmax_of_every_slot():
 
 def test_sft_lowers_the_loss_on_a_fixed_batch():
     policy = _oft().train()
-    inputs = policy.prepare(_obs())
+    inputs = policy.prepare(observations())
     targets = policy.encode_actions(np.random.default_rng(0).uniform(-1, 1, (3, 3, 4)))
     opt = torch.optim.Adam(policy.parameters(), lr=1e-3)
     first, _ = policy.sft_loss(inputs, targets)
@@ -99,7 +89,7 @@ def test_sft_lowers_the_loss_on_a_fixed_batch():
 
 def test_wrong_token_shapes_are_refused():
     policy = _oft(k=3)
-    inputs = policy.prepare(_obs())
+    inputs = policy.prepare(observations())
     with pytest.raises(ValueError, match=r"openvla_oft scores tokens \[B, K=3, A=4\], got \[3, 1, 4\]"):
         policy.evaluate(inputs, torch.zeros(3, 1, 4, dtype=torch.long))
 
@@ -116,9 +106,9 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
     assert saved["family"] == "openvla_oft" and saved["chunk_len"] == 2
     loaded = make_policy(_cfg("policy.openvla_oft.chunk_len=2", f"policy.checkpoint={tmp_path / 'oft'}"), 4).eval()
     assert isinstance(loaded, OFTPolicy) and loaded.chunk_len == 2
-    inputs = policy.prepare(_obs())
+    inputs = policy.prepare(observations())
     want = policy._parallel(policy.model, inputs)
-    got = loaded._parallel(loaded.model, loaded.prepare(_obs()))
+    got = loaded._parallel(loaded.model, loaded.prepare(observations()))
     for a, b in zip(want, got):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
     copy = make_policy(_cfg("policy.openvla_oft.chunk_len=2", "policy.use_proprio=true"), 4, 4, None, INSTRUCTIONS)
@@ -191,7 +181,7 @@ def test_oft_release_layout_loads_its_head_projector_and_statistics(tmp_path):
         torch.testing.assert_close(policy.l1_head.state_dict()[name], value.bfloat16().float(), atol=0, rtol=0)
     for name, value in proj.state_dict().items():
         torch.testing.assert_close(policy.model.proprio_projector.state_dict()[name], value, atol=0, rtol=0)
-    obs = {**_obs(2), "proprio": np.array([[4.0, 0.0, -1.0], [1.0, 2.0, -3.0]], np.float32)}
+    obs = {**observations(2), "proprio": np.array([[4.0, 0.0, -1.0], [1.0, 2.0, -3.0]], np.float32)}
     out = policy.act(obs)
     expected_proprio = np.clip(2 * (obs["proprio"] + 2) / 4 - 1, -1, 1)  # q01 -2, q99 2
     np.testing.assert_allclose(out.inputs["proprio"].numpy(), expected_proprio, atol=1e-6)
@@ -216,7 +206,7 @@ def test_an_l1_release_loads_as_a_discrete_policy_for_rl(tmp_path):
         assert torch.equal(discrete.model.state_dict()[name], value), name
     for name, value in proj.state_dict().items():
         assert torch.equal(discrete.model.proprio_projector.state_dict()[name], value)
-    obs = {**_obs(2), "proprio": np.zeros((2, 3), np.float32)}
+    obs = {**observations(2), "proprio": np.zeros((2, 3), np.float32)}
     out = discrete.act(obs, Sampling(temperature=1.0), torch.Generator().manual_seed(0))
     torch.testing.assert_close(discrete.evaluate(out.inputs, out.tokens)[0], out.logprob, atol=1e-5, rtol=0)
 
@@ -237,7 +227,7 @@ def test_sft_trains_the_l1_head_on_normalised_actions(tmp_path):
     targets = policy.encode_actions(actions)
     assert targets.dtype == torch.float32  # normalised actions, not tokens
     np.testing.assert_allclose(targets[..., :3].numpy(), actions[..., :3] * 2, atol=1e-6)  # [-0.5, 0.5] -> [-1, 1]
-    inputs = policy.prepare({**_obs(2), "proprio": np.zeros((2, 3), np.float32)})
+    inputs = policy.prepare({**observations(2), "proprio": np.zeros((2, 3), np.float32)})
     opt = torch.optim.Adam(policy.parameters(), lr=1e-3)
     first = policy.sft_loss(inputs, targets)[0].item()
     for _ in range(30):

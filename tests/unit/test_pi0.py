@@ -5,22 +5,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from tests.unit.chunk_obs import INSTRUCTIONS, observations
 from vlarl.config import load_config
 from vlarl.policies import make_policy
 from vlarl.policies.base import GREEDY, Sampling
 from vlarl.policies.openvla.factory import build_policy
 from vlarl.policies.pi0 import Pi0Policy, flow
-
-INSTRUCTIONS = ["reach the goal position", "push the puck", "open the drawer please now"]
-
-
-def _obs(b=3, seed=0):
-    rng = np.random.default_rng(seed)
-    return {
-        "image": rng.integers(0, 256, (b, 1, 64, 64, 3), dtype=np.uint8),
-        "instruction": INSTRUCTIONS[:b],
-        "proprio": rng.normal(size=(b, 4)).astype(np.float32),
-    }
 
 
 def _pi0(k=3, seed=0, **kw):
@@ -42,7 +32,7 @@ def _cfg(*overrides):
 )
 def test_rollout_logprobs_equal_the_learners_from_the_chain_with_mixed_prompt_lengths(options):
     policy = _pi0(**options)
-    obs = _obs()
+    obs = observations()
     assert len(set(policy.prepare(obs)["attention_mask"].sum(1).tolist())) > 1  # prompts of different lengths
     out = policy.act(obs, Sampling(), torch.Generator().manual_seed(1))
     assert out.actions.shape == (3, 3, 4) and out.logprob.shape == out.tokens.shape == (3, 3, 4)
@@ -68,11 +58,11 @@ def test_greedy_is_the_deterministic_ode():
     """GREEDY integrates the ODE from the drawn noise (no log-prob); Flow-SDE at a tiny noise level lands within
     2e-3 of it from the same start."""
     policy = _pi0()
-    first = policy.act(_obs(), GREEDY, torch.Generator().manual_seed(0))
-    second = policy.act(_obs(), GREEDY, torch.Generator().manual_seed(0))
+    first = policy.act(observations(), GREEDY, torch.Generator().manual_seed(0))
+    second = policy.act(observations(), GREEDY, torch.Generator().manual_seed(0))
     assert (first.logprob == 0).all() and np.array_equal(first.actions, second.actions)
     start = torch.randn(3, 3, 4, generator=torch.Generator().manual_seed(0))
-    prefix = policy._prefix(policy.prepare(_obs()))
+    prefix = policy._prefix(policy.prepare(observations()))
     ode = flow.sample(policy._step(prefix), start, 4, "flow_ode")
     sde = flow.sample(policy._step(prefix), start, 4, "flow_sde", 1e-4, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(sde.actions, ode.actions, atol=2e-3, rtol=0)
@@ -80,7 +70,7 @@ def test_greedy_is_the_deterministic_ode():
 
 def test_sft_lowers_the_flow_matching_loss_on_a_fixed_batch():
     policy = _pi0().train()
-    inputs = policy.prepare(_obs())
+    inputs = policy.prepare(observations())
     actions = np.random.default_rng(0).uniform(-1, 1, (3, 3, 4)).astype(np.float32)
     targets = policy.encode_actions(actions)
     assert targets.dtype == torch.float32 and targets.shape == (3, 3, 4)
@@ -105,7 +95,7 @@ def test_checkpoint_round_trip_gives_identical_actions(tmp_path):
     policy = make_policy(_cfg("policy.pi0.chunk_len=2", "policy.use_proprio=true"), 4, 4, None, INSTRUCTIONS).eval()
     policy.save(tmp_path / "pi0")
     loaded = make_policy(_cfg("policy.pi0.chunk_len=2", f"policy.checkpoint={tmp_path / 'pi0'}"), 4).eval()
-    obs = _obs()
+    obs = observations()
     a = policy.act(obs, Sampling(), torch.Generator().manual_seed(3))
     b = loaded.act(obs, Sampling(), torch.Generator().manual_seed(3))
     np.testing.assert_array_equal(a.actions, b.actions)
@@ -128,7 +118,7 @@ def test_a_checkpoint_of_another_family_chunk_length_or_tensor_is_refused(tmp_pa
 
 def test_bad_chains_and_options_are_refused():
     policy = _pi0()
-    out = policy.act(_obs())
+    out = policy.act(observations())
     with pytest.raises(ValueError, match=r"denoising chain \[B, N\+1, K, A\] = \[3, 5, 3, 4\], got \[3, 4, 3, 4\]"):
         policy.evaluate(out.inputs, out.tokens, 1.0, out.chain[:, 1:])
     with pytest.raises(ValueError, match="got None"):
