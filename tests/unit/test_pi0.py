@@ -62,9 +62,10 @@ def test_greedy_is_the_deterministic_ode():
     second = policy.act(observations(), GREEDY, torch.Generator().manual_seed(0))
     assert (first.logprob == 0).all() and np.array_equal(first.actions, second.actions)
     start = torch.randn(3, 3, 4, generator=torch.Generator().manual_seed(0))
-    prefix = policy._prefix(policy.prepare(observations()))
-    ode = flow.sample(policy._step(prefix), start, 4, "flow_ode")
-    sde = flow.sample(policy._step(prefix), start, 4, "flow_sde", 1e-4, generator=torch.Generator().manual_seed(0))
+    inputs = policy.prepare(observations())
+    step = policy._step(policy._prefix(inputs), inputs)
+    ode = flow.sample(step, start, 4, "flow_ode")
+    sde = flow.sample(step, start, 4, "flow_sde", 1e-4, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(sde.actions, ode.actions, atol=2e-3, rtol=0)
 
 

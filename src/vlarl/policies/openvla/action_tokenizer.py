@@ -44,6 +44,7 @@ class ActionNormStats:
     q01: np.ndarray
     q99: np.ndarray
     mask: np.ndarray
+    bounded = True  # normalised actions lie in [-1, 1] (MEAN_STD statistics, as LeRobot's, are not bounded)
 
     @classmethod
     def from_actions(cls, actions: np.ndarray, mask: np.ndarray | None = None) -> ActionNormStats:

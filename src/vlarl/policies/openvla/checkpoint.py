@@ -294,10 +294,12 @@ def read_config(path: Path) -> dict[str, Any]:
 
 
 def checkpoint_family(path: Path, config: dict[str, Any]) -> str:
-    """The policy family a checkpoint folder holds: vlarl's record, else ``openvla_oft`` where OFT's action-head
-    files lie beside OpenVLA's layout, else ``openvla``."""
+    """The policy family a checkpoint folder holds: vlarl's record, else a LeRobot folder's ``type``, else
+    ``openvla_oft`` where OFT's action-head files lie beside OpenVLA's layout, else ``openvla``."""
     if "family" in config.get("vlarl", {}):
         return config["vlarl"]["family"]
+    if "type" in config:  # a LeRobot policy folder (its config.json names the policy type: pi0, pi05, ...)
+        return config["type"]
     return "openvla_oft" if any(path.glob("action_head--*_checkpoint.pt")) else "openvla"
 
 

@@ -7,11 +7,12 @@ the suffix is ``[state token (if state_dim > 0), K action tokens]``: the state t
 the action tokens see the prefix, the state and all K action tokens. Positions count real tokens only
 (``cumsum(mask) - 1``; the suffix continues after the prefix's real length), so padding changes nothing.
 
-In π0 the prefix keys/values of layer l come from PaliGemma's layer l (the two towers share each attention);
-here the prefix is any ``[B, S, D]`` tensor (a VLM's last hidden states): ``prefix_proj`` maps it to the
-expert's width and the expert's own layers compute its per-layer keys/values once (``encode_prefix``), which
-every denoising step reuses. A PaliGemma-backed prefix can fill ``PrefixCache`` with its own layers' keys and
-values instead (same shapes when the depths, KV heads and head dims agree, as in π0: 18 layers, 1 KV head, 256).
+In π0 the prefix keys/values of layer l come from PaliGemma's layer l (the two towers share each attention):
+``prefix_dim = 0`` builds that expert, and ``paligemma.PaliGemmaVLA.prefix_cache`` fills ``PrefixCache`` (the
+depths, KV heads and head dims agree, as in π0: 18 layers, 1 KV head, 256). With ``prefix_dim = D`` the prefix is
+any ``[B, S, D]`` tensor (e.g. a Prismatic VLM's last hidden states): ``prefix_proj`` maps it to the expert's
+width and the expert's own layers compute its per-layer keys/values once (``encode_prefix``). Either cache is
+computed once per observation and reused by every denoising step.
 
 Module names follow LeRobot's ``PI0Pytorch`` (``action_in_proj``, ``action_out_proj``, ``state_proj``,
 ``action_time_mlp_in``, ``action_time_mlp_out``) and ``gemma_expert`` holds the Gemma layers, so its keys are
@@ -40,7 +41,7 @@ class ExpertConfig:
 
     action_dim: int
     chunk_len: int
-    prefix_dim: int
+    prefix_dim: int  # 0: the prefix's keys/values are the VLM's own (pi0's shared attention)
     state_dim: int = 0
     width: int = 64
     depth: int = 2
@@ -107,7 +108,7 @@ class ActionExpert(nn.Module):
         super().__init__()
         self.config = config
         w = config.width
-        self.prefix_proj = nn.Linear(config.prefix_dim, w)
+        self.prefix_proj = nn.Linear(config.prefix_dim, w) if config.prefix_dim else None
         self.gemma_expert = GemmaModel(config.gemma_config())
         self.gemma_expert.embed_tokens = None  # inputs are embeddings (as LeRobot's gemma_expert)
         self.action_in_proj = nn.Linear(config.action_dim, w)
@@ -121,6 +122,8 @@ class ActionExpert(nn.Module):
 
         A padding query sees only itself (its output is never read; no row may be empty).
         """
+        if self.prefix_proj is None:
+            raise ValueError("this expert attends to its VLM's own keys/values (prefix_dim=0): no prefix to encode")
         mask = mask.bool()
         h = self.prefix_proj(prefix.float())
         s = mask.shape[1]

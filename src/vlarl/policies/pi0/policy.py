@@ -1,9 +1,11 @@
-"""``Pi0Policy``: a π0-style flow-matching policy, the action expert of ``expert.py`` on the Prismatic VLM prefix.
+"""``Pi0Policy``: a π0-style flow-matching policy, the action expert of ``expert.py`` on a VLM prefix.
 
-The VLM prefix (``openvla``'s vision tower, projector and Llama over ``[BOS, patches, (proprio), prompt]``) gives
-the last hidden states; the action expert attends to them and denoises a chunk ``[K, A]`` of normalised actions
-from Gaussian noise in ``denoise_steps`` Euler steps (``flow.py``'s convention: t = 1 noise, t = 0 action).
-Proprio enters as the Prismatic prefix's proprio token (``policy.use_proprio``).
+Two prefixes: vlarl's Prismatic VLM (``openvla``'s vision tower, projector and Llama over ``[BOS, patches,
+(proprio), prompt]``; the expert re-encodes its last hidden states) or π0's own PaliGemma (``paligemma.py``; the
+expert attends to its per-layer keys/values; a LeRobot checkpoint loads so, ``lerobot.py``). The action expert
+denoises a chunk ``[K, A]`` of normalised actions from Gaussian noise in ``denoise_steps`` Euler steps
+(``flow.py``'s convention: t = 1 noise, t = 0 action). Proprio enters as the Prismatic prefix's proprio token
+(``policy.use_proprio``) or, with an expert built with ``state_dim``, as π0's state token (``inputs["state"]``).
 
 RL log-probs (πRL): ``noise_method`` ``flow_sde`` or ``flow_noise`` makes every denoising step a Gaussian, so a
 chunk's log-prob per element ``[B, K, A]`` is the sum over steps of the steps' Gaussian log-densities of the
@@ -19,6 +21,7 @@ chunk (``expert``), so a value depends on the observation only.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +32,15 @@ from vlarl.policies.base import SAMPLE, ActOutput, Sampling
 from vlarl.policies.openvla.modeling import PrismaticVLA
 from vlarl.policies.openvla.policy import OpenVLAPolicy
 from vlarl.policies.pi0 import flow
-from vlarl.policies.pi0.expert import VALUE_SOURCES, ActionExpert, ExpertConfig, NoiseHead, PrefixCache, ValueHead
+from vlarl.policies.pi0.expert import (
+    VALUE_SOURCES,
+    ActionExpert,
+    ExpertConfig,
+    NoiseHead,
+    PrefixCache,
+    ValueHead,
+    expert_step_fn,
+)
 
 NOISE_METHODS = ("flow_sde", "flow_noise")
 
@@ -70,8 +81,10 @@ class Pi0Policy(OpenVLAPolicy):
         noise_level: float = 0.5,
         value_source: str = "prefix_mean",
         detach_critic: bool = False,
+        expert: ExpertConfig | None = None,
         **kw: Any,
     ):
+        """``expert``: the action expert's sizes; None derives them from ``model`` (``expert_config``)."""
         super().__init__(model, tokenizer, norm_stats, action_dim, **kw)
         if self.critic is not None:
             raise ValueError("pi0's critic is its value head (policy.pi0.value_source); critic=separate is openvla's")
@@ -85,32 +98,65 @@ class Pi0Policy(OpenVLAPolicy):
             raise ValueError(f"value_source={value_source!r}; choose one of {VALUE_SOURCES}")
         self.chunk_len, self.denoise_steps = chunk_len, denoise_steps
         self.noise_method, self.noise_level = noise_method, noise_level
-        config = expert_config(model, action_dim, chunk_len)
+        config = expert or expert_config(model, action_dim, chunk_len)
+        if (config.action_dim, config.chunk_len) != (action_dim, chunk_len):
+            raise ValueError(
+                f"expert denoises [{config.chunk_len}, {config.action_dim}], policy [{chunk_len}, {action_dim}]"
+            )
         self.expert = ActionExpert(config)
         self.noise_head = NoiseHead(config.width, action_dim) if noise_method == "flow_noise" else None
-        self.value_head = ValueHead(config.width, value_source, detach_critic, outputs=chunk_len)
+        # the prefix sources read the prefix's hidden states: the VLM's own where the expert shares its keys/values
+        shared = config.prefix_dim == 0 and value_source != "expert"
+        width = model.hidden_size if shared else config.width
+        self.value_head = ValueHead(width, value_source, detach_critic, outputs=chunk_len)
 
     def heads(self) -> dict[str, nn.Module]:
         extra = {"expert": self.expert, **({"noise_head": self.noise_head} if self.noise_head is not None else {})}
         return {**super().heads(), **extra}
 
+    def prepare(self, obs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The VLM's inputs, and ``state [B, P]`` (normalised by ``proprio_stats``) for an expert with a state
+        token."""
+        inputs = super().prepare(obs)
+        if self.expert.state_proj is not None:
+            proprio = np.asarray(obs["proprio"], np.float32)
+            if self.proprio_stats is not None:
+                proprio = self.proprio_stats.normalize(proprio)
+            inputs["state"] = torch.as_tensor(proprio, dtype=torch.float32, device=self.device)
+        return inputs
+
+    def save(self, path: str | Path) -> None:
+        """vlarl's Prismatic layout, or LeRobot's for a PaliGemma prefix (``lerobot.save_lerobot``)."""
+        if isinstance(self.model, PrismaticVLA):
+            return super().save(path)
+        from vlarl.policies.pi0.lerobot import save_lerobot
+
+        save_lerobot(self, path)
+
+    def load(self, path: str | Path) -> None:
+        if isinstance(self.model, PrismaticVLA):
+            return super().load(path)
+        from vlarl.policies.pi0.lerobot import load_lerobot
+
+        options = dict(chunk_len=self.chunk_len, noise_method=self.noise_method, denoise_steps=self.denoise_steps)
+        loaded = load_lerobot(path, self.action_dim, self.expert.config.state_dim, **options)
+        self.load_state_dict(loaded.state_dict())
+
     def _prefix(self, inputs: dict[str, torch.Tensor]) -> PrefixCache:
         embeds, mask = self.model.embed_prefix(**inputs)
+        if self.expert.prefix_proj is None:
+            return self.model.prefix_cache(embeds, mask)
         return self.expert.encode_prefix(self.model.run_llm(embeds, mask)[1], mask)
 
-    def _step(self, prefix: PrefixCache) -> flow.StepFn:
-        def step(x_t: torch.Tensor, time: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-            velocity, features = self.expert(prefix, x_t, time)
-            return velocity, None if self.noise_head is None else self.noise_head(features)
+    def _step(self, prefix: PrefixCache, inputs: dict[str, torch.Tensor]) -> flow.StepFn:
+        return expert_step_fn(self.expert, prefix, inputs.get("state"), self.noise_head)
 
-        return step
-
-    def _values(self, prefix: PrefixCache) -> torch.Tensor:
+    def _values(self, prefix: PrefixCache, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         features = None
         if self.value_head.source == "expert":
             b = prefix.mask.shape[0]
             zero = prefix.hidden.new_zeros(b, self.chunk_len, self.action_dim)
-            features = self.expert(prefix, zero, prefix.hidden.new_ones(b))[1]
+            features = self.expert(prefix, zero, prefix.hidden.new_ones(b), inputs.get("state"))[1]
         return self.value_head(prefix, features)
 
     def _chain(self, chain: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor:
@@ -131,11 +177,14 @@ class Pi0Policy(OpenVLAPolicy):
         shape = (len(obs["instruction"]), self.chunk_len, self.action_dim)
         noise = torch.randn(shape, generator=generator, device=self.device)
         method = "flow_ode" if sampling.greedy else self.noise_method
-        out = flow.sample(self._step(prefix), noise, self.denoise_steps, method, self.noise_level, generator=generator)
-        normalised = out.actions.clamp(-1, 1).cpu().numpy()
+        step = self._step(prefix, inputs)
+        out = flow.sample(step, noise, self.denoise_steps, method, self.noise_level, generator=generator)
+        normalised = out.actions.cpu().numpy()
+        if self.norm_stats.bounded:  # q01/q99 statistics map the action range onto [-1, 1]
+            normalised = normalised.clip(-1, 1)
         tokens = torch.as_tensor(self.action_tokenizer.encode(normalised), device=self.device)
         actions = self.norm_stats.unnormalize(normalised)
-        return ActOutput(actions, tokens, out.log_probs.sum(1), self._values(prefix), inputs, out.chain)
+        return ActOutput(actions, tokens, out.log_probs.sum(1), self._values(prefix, inputs), inputs, out.chain)
 
     def evaluate(
         self,
@@ -148,8 +197,9 @@ class Pi0Policy(OpenVLAPolicy):
         (summed over the denoising steps), values ``[B, K]``."""
         chain = self._chain(chain, tokens)
         prefix = self._prefix(inputs)
-        logp = flow.recompute_log_probs(self._step(prefix), chain.float(), self.noise_method, self.noise_level).sum(1)
-        return logp, -logp, self._values(prefix)
+        step = self._step(prefix, inputs)
+        logp = flow.recompute_log_probs(step, chain.float(), self.noise_method, self.noise_level).sum(1)
+        return logp, -logp, self._values(prefix, inputs)
 
     def encode_actions(self, env_actions: np.ndarray) -> torch.Tensor:
         """Env actions ``[..., K, A]`` -> SFT targets: the normalised actions in ``[-1, 1]`` (float)."""
@@ -166,7 +216,7 @@ class Pi0Policy(OpenVLAPolicy):
         seen = {}
 
         def velocity_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            seen["x_t"], seen["v"] = x_t, self.expert(prefix, x_t, t)[0]
+            seen["x_t"], seen["v"] = x_t, self.expert(prefix, x_t, t, inputs.get("state"))[0]
             return seen["v"]
 
         loss = flow.flow_matching_loss(velocity_fn, targets, noise, time)
