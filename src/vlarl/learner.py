@@ -77,14 +77,39 @@ def clip_and_step(optimizer: torch.optim.Optimizer, grad_clip: float, scheduler:
     if scheduler is not None:
         scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return float(norm)
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # FSDP2: the norm over all shards
+
+
+def share(minibatch: np.ndarray, rank: int, world: int) -> tuple[np.ndarray, float]:
+    """Rank ``rank``'s contiguous part of a minibatch's rows, and the factor its loss is scaled by so the mean of the
+    ranks' gradients (FSDP's reduction) is the whole minibatch's: ``world``. A minibatch of fewer rows than ranks is
+    computed whole by every rank (factor 1)."""
+    if world == 1 or len(minibatch) < world:
+        return minibatch, 1.0
+    return np.array_split(minibatch, world)[rank], float(world)
+
+
+def mean_over_ranks(metrics: dict[str, float]) -> dict[str, float]:
+    """The metrics averaged over the ranks of the default process group (unchanged without one)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return metrics
+    keys = sorted(metrics)
+    values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(values)
+    return dict(zip(keys, (values / dist.get_world_size()).tolist()))
 
 
 class Learner:
     """AdamW over two groups (policy at ``algo.lr`` with linear warm-up; value head and critic at ``algo.value_lr``),
-    a frozen reference copy when ``algo.kl_coef > 0``, and ``update`` (PPO epochs)."""
+    a frozen reference copy when ``algo.kl_coef > 0``, and ``update`` (PPO epochs).
 
-    def __init__(self, policy: Any, cfg: Any, temperature: float):
+    ``rank``/``world``: one rank of a data-parallel learner group (``distributed/learner_group.py``): every rank
+    draws the same minibatches and computes its ``share`` of each."""
+
+    def __init__(self, policy: Any, cfg: Any, temperature: float, rank: int = 0, world: int = 1):
+        self.rank, self.world = rank, world
         algo = cfg.algo
         self.policy, self.algo, self.precision = policy, algo, cfg.policy.precision
         self.temperature, self.use_value = temperature, estimator_name(algo) == "gae"  # only GAE reads values
@@ -133,11 +158,16 @@ class Learner:
         ]
         taken = 0
         for mb in steps:
-            parts = [torch.as_tensor(mb[m0 : m0 + micro]) for m0 in range(0, len(mb), micro)]
+            mine, scale = share(mb, self.rank, self.world)
+            parts = [torch.as_tensor(mine[m0 : m0 + micro]) for m0 in range(0, len(mine), micro)]
             metrics = accumulate(
-                (len(r) / len(mb), lambda r=r: self.loss_of(batch, adv, ret, t_idx[r], b_idx[r], warmup, use_value))
+                (
+                    scale * len(r) / len(mb),
+                    lambda r=r: self.loss_of(batch, adv, ret, t_idx[r], b_idx[r], warmup, use_value),
+                )
                 for r in parts
             )
+            metrics = mean_over_ranks(metrics)  # the same on every rank: target_kl stops them all at one step
             for k, v in metrics.items():
                 sums[k] += v * len(mb)
             count += len(mb)
@@ -242,6 +272,12 @@ class Learner:
             loss = loss + algo.kl_coef * kl
             metrics["policy/kl_ref"] = kl.item()
         return loss, metrics
+
+    def sync(self) -> None:
+        """Nothing to publish: the rollouts use this learner's policy itself (``LearnerGroup.sync`` gathers)."""
+
+    def close(self) -> None:
+        """Nothing to release (``LearnerGroup.close`` stops its ranks)."""
 
     def save(self, folder: Path) -> None:
         """The train state in ``folder``: ``policy/`` (the exported policy, every weight once), with LoRA also

@@ -24,6 +24,7 @@ from vlarl import envs
 from vlarl.algorithms.estimate import advantages
 from vlarl.config.loader import save_config
 from vlarl.config.schema import TrainCommand
+from vlarl.distributed.learner_group import LearnerGroup
 from vlarl.envs.curriculum import GroupSchedule, SuccessCurriculum, parse_fixed_states
 from vlarl.evaluate import before_after_table, evaluate_policy
 from vlarl.learner import Learner
@@ -63,7 +64,11 @@ class Trainer:
             dataclasses.replace(cfg.policy, checkpoint=str(start)), spec.action_dim, spec.proprio_dim
         )
         self.sampling = rollout_sampling(cfg)
-        self.learner = Learner(self.policy, cfg, self.sampling.temperature)
+        if cfg.placement.learner_ranks > 1:  # FSDP2 ranks on Ray; the driver's policy is the rollout copy
+            dims = (spec.action_dim, spec.proprio_dim)
+            self.learner = LearnerGroup(self.policy, cfg, str(start), dims, self.sampling.temperature)
+        else:
+            self.learner = Learner(self.policy, cfg, self.sampling.temperature)
         self.iteration = 0
         self.eval_curve: dict[int, float] = {}  # iteration -> eval mean success, for the learning-curve picture
         self.timing: dict[str, float] = {}
@@ -128,7 +133,9 @@ class Trainer:
         return self.learner.update(batch, adv, ret, np.random.default_rng(self._seed(3)), warmup)
 
     def sync_weights(self) -> None:
-        """Publish the learner's weights to the rollout workers: serial rollouts use the learner's policy itself."""
+        """Publish the learner's weights to the rollout policy (a learner group's gathered weights; the serial
+        learner trains the rollout policy itself)."""
+        self.learner.sync()
 
     # ---- checkpoints --------------------------------------------------------------------------
     def save(self) -> Path:
@@ -235,6 +242,7 @@ class Trainer:
             self.console.print(before_after_table(before, after))
         self.metrics.close()
         self.venv.close()
+        self.learner.close()
         return summary
 
 

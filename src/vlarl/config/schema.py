@@ -414,6 +414,21 @@ class TrainerConfig:
 
 
 @dataclass
+class PlacementConfig:
+    """Who runs each stage (``vlarl.distributed``): the learner's ranks; Ray joins or starts a cluster."""
+
+    learner_ranks: int = doc(
+        1,
+        "Learner ranks: 1 learns in the driver (serial); N > 1 shards the policy over N Ray actors of "
+        "torch.distributed with FSDP2 (gloo on CPU, NCCL on GPU), each computing its share of every minibatch.",
+        ge=1,
+    )
+    learner_cpus: int = doc(1, "CPUs (and torch threads) of each learner rank.", ge=1)
+    ray_address: str = doc("", "Ray cluster to join ('auto' or '<host>:<port>' of `ray start --head`); empty: local.")
+    ray_log_level: str = doc("error", "Ray's log level.", choices=("debug", "info", "warning", "error"))
+
+
+@dataclass
 class DemosCommand:
     """`vlarl demos`: run scripted experts and write a demonstrations dataset."""
 
@@ -456,6 +471,7 @@ class TrainCommand:
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
 
 
 COMMANDS: dict[str, type] = {"demos": DemosCommand, "sft": SFTCommand, "train": TrainCommand, "eval": EvalCommand}

@@ -4,6 +4,7 @@ A run on C cores (``os.sched_getaffinity``) has one policy process (the driver: 
 and ``env.num_workers`` env-worker processes (MuJoCo stepping and software rendering):
 
 - ``env_worker``: 1 thread;
+- ``learner_rank``: a learner-group rank's ``placement.learner_cpus``;
 - ``policy``: ``run.threads``, or C minus the env workers that compute while it does (at least 1). The serial
   drivers step the envs and run the policy in turn (a waiting worker sleeps on its pipe), so there the policy
   takes every core: on 2 cores with 2 workers an SFT step ran 0.60/s with 1 thread, 1.0/s with 2 PASSIVE threads;
@@ -36,7 +37,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-ROLES = ("policy", "env_worker")
+ROLES = ("policy", "env_worker", "learner_rank")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY")
 
 
@@ -57,6 +58,8 @@ def plan_threads(role: str, env_workers: int = 0, requested: int = 0, cores: int
         raise ValueError(f"run.threads={requested} must be >= 0 (0: the machine's cores minus the env workers)")
     if role == "env_worker":
         return 1
+    if role == "learner_rank":
+        return max(1, requested)
     if requested:
         return requested
     return max(1, (machine_cores() if cores is None else cores) - env_workers)
@@ -71,13 +74,16 @@ def thread_env(threads: int) -> dict[str, str]:
 def apply_thread_plan(role: str, cfg: Any = None, concurrent_workers: int = 0) -> int:
     """Set this process's threads for ``role``; returns their number.
 
-    ``cfg``: a command config (``run.threads``), read for the policy role only. ``concurrent_workers``: env
-    workers that compute while the policy does (a pipelined placement); 0 for the serial drivers.
+    ``cfg``: a command config (``run.threads``; ``placement.learner_cpus`` for a learner rank).
+    ``concurrent_workers``: env workers that compute while the policy does (a pipelined placement); 0 for the
+    serial drivers.
     Sets the variables of ``thread_env`` in ``os.environ`` (see the module docstring for when they act)
     and, when torch is imported already, its intra- and inter-op threads (a torch imported later reads
     ``OMP_NUM_THREADS``).
     """
     requested = getattr(getattr(cfg, "run", None), "threads", 0)
+    if role == "learner_rank":
+        requested = cfg.placement.learner_cpus
     threads = plan_threads(role, concurrent_workers if role == "policy" else 0, requested)
     os.environ.update(thread_env(threads))
     if "torch" in sys.modules:

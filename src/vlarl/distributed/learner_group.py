@@ -1,0 +1,175 @@
+"""The learner group: ``placement.learner_ranks`` ranks of torch.distributed, each a Ray actor holding the policy
+sharded by FSDP2 (``fully_shard`` on every decoder layer, then on the whole policy; gloo on CPU, NCCL on GPU),
+running the serial ``Learner.update`` on its share of each minibatch.
+
+Every rank gets the trainer's minibatch generator (pickled: the same state), so all draw the same minibatches;
+each computes its contiguous ``learner.share`` with its loss scaled by the world size, so FSDP's mean over ranks is
+the serial gradient, and the metrics are averaged over ranks (``target_kl`` stops every rank at the same step).
+Weights leave the group as a full state dict gathered on rank 0 (weight sync and checkpoints), so checkpoints
+keep the serial layout; the optimizer state is saved as FSDP's full (name-keyed) state dict, so a run resumes with
+the same number of ranks. Not offered with several ranks: a KL penalty's reference copy (``algo.kl_coef``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from vlarl.algorithms.estimate import estimator_name
+from vlarl.rollout.schema import Batch
+from vlarl.utils.threads import apply_thread_plan
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def shard_policy(policy: torch.nn.Module) -> torch.nn.Module:
+    """FSDP2 in place: each decoder layer its own unit, then the policy (its ``evaluate`` gathers the rest)."""
+    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+    for module in policy.modules():
+        if type(module).__name__.endswith("DecoderLayer"):
+            fully_shard(module)
+    fully_shard(policy)
+    register_fsdp_forward_method(policy, "evaluate")
+    return policy
+
+
+class LearnerRank:
+    """One rank (a Ray actor): builds the policy from ``checkpoint``, joins the process group, shards, learns."""
+
+    def __init__(self, cfg: Any, checkpoint: str, dims: tuple[int, int], temperature: float, rank: int, addr: str):
+        import torch.distributed as dist
+
+        from vlarl.learner import Learner
+        from vlarl.policies import make_policy
+
+        apply_thread_plan("learner_rank", cfg)
+        world = cfg.placement.learner_ranks
+        host, port = addr.split(":")
+        os.environ.update(MASTER_ADDR=host, MASTER_PORT=port)
+        backend = "nccl" if torch.cuda.is_available() and cfg.policy.device != "cpu" else "gloo"
+        dist.init_process_group(backend, rank=rank, world_size=world)
+        policy = make_policy(dataclasses.replace(cfg.policy, checkpoint=checkpoint), *dims)
+        self.policy = shard_policy(policy)
+        self.learner = Learner(self.policy, cfg, temperature, rank, world)
+        self.rank = rank
+
+    def update(self, batch: Batch, adv: torch.Tensor, ret: torch.Tensor, rng: np.random.Generator, warmup: bool):
+        return self.learner.update(batch, adv, ret, rng, warmup)
+
+    def full_state(self, optimizer: bool = False) -> tuple[dict, dict | None] | None:
+        """Rank 0: the policy's full state dict (CPU) and, with ``optimizer``, the optimizer's; other ranks None.
+        Every rank must call it (the gather is collective)."""
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        model = get_model_state_dict(self.policy, options=options)
+        optim = get_optimizer_state_dict(self.policy, self.learner.optimizer, options=options) if optimizer else None
+        return (model, optim) if self.rank == 0 else None
+
+    def load_state(self, model: dict, optim: dict, scheduler: dict) -> None:
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        set_model_state_dict(self.policy, model, options=StateDictOptions(full_state_dict=True))
+        # parameters that never got a gradient (e.g. an unused last vision layer) have no Adam state, as serially
+        options = StateDictOptions(full_state_dict=True, strict=False)
+        set_optimizer_state_dict(self.policy, self.learner.optimizer, optim, options=options)
+        self.learner.scheduler.load_state_dict(scheduler)
+
+    def scheduler_state(self) -> dict:
+        return self.learner.scheduler.state_dict()
+
+    def close(self) -> None:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class LearnerGroup:
+    """The trainer's learner when ``placement.learner_ranks > 1``: ``update``, ``sync``, ``save`` and ``load`` as the
+    serial ``Learner``'s, the ranks as Ray actors. ``policy`` is the driver's (rollout) copy the weights sync into."""
+
+    def __init__(self, policy: Any, cfg: Any, checkpoint: str, dims: tuple[int, int], temperature: float):
+        import ray
+
+        from vlarl.distributed.ray_session import start_ray
+
+        if cfg.algo.kl_coef > 0:
+            raise ValueError("algo.kl_coef > 0 keeps a reference copy, not offered with placement.learner_ranks > 1")
+        start_ray(cfg)
+        self.policy, self.cfg = policy, cfg
+        self.use_value = estimator_name(cfg.algo) == "gae"  # as the serial Learner's
+        actor = ray.remote(num_cpus=cfg.placement.learner_cpus)(LearnerRank)
+        addr = f"127.0.0.1:{free_port()}"
+        self.ranks = [
+            actor.remote(cfg, checkpoint, dims, temperature, rank, addr) for rank in range(cfg.placement.learner_ranks)
+        ]
+
+    def _all(self, method: str, *args: Any) -> list[Any]:
+        import ray
+
+        refs = [getattr(rank, method).remote(*args) for rank in self.ranks]
+        try:
+            return ray.get(refs)
+        except ray.exceptions.RayActorError as err:
+            raise RuntimeError(
+                f"a learner rank died ({err.__class__.__name__}); the run stops here: resume it from its last "
+                "checkpoint (trainer.resume=auto)"
+            ) from err
+
+    def update(self, batch: Batch, adv: torch.Tensor, ret: torch.Tensor, rng: np.random.Generator, warmup: bool):
+        """Every rank's update of the same minibatches; the metrics (averaged over ranks) of rank 0."""
+        import ray
+
+        args = [ray.put(x) for x in (batch, adv, ret)]
+        return self._all("update", *args, rng, warmup)[0]
+
+    def sync(self) -> None:
+        """The group's weights into the driver's policy (gathered on rank 0)."""
+        model, _ = self._all("full_state")[0]
+        self.policy.load_state_dict(model)
+
+    def save(self, folder: Path) -> None:
+        """The serial ``Learner.save`` layout: ``policy/`` from the gathered weights, ``optimizer.pt`` (name-keyed),
+        ``scheduler.pt``, ``rng.safetensors``."""
+        model, optim = self._all("full_state", True)[0]
+        self.policy.load_state_dict(model)
+        self.policy.save(folder / "policy")
+        torch.save(optim, folder / "optimizer.pt")
+        torch.save(self._all("scheduler_state")[0], folder / "scheduler.pt")
+        save_file({"torch_rng": torch.get_rng_state()}, folder / "rng.safetensors")
+
+    def load(self, folder: Path) -> None:
+        self.policy.load(folder / "policy")
+        optim = torch.load(folder / "optimizer.pt", weights_only=True)
+        scheduler = torch.load(folder / "scheduler.pt", weights_only=True)
+        self._all("load_state", self.policy.state_dict(), optim, scheduler)
+        torch.set_rng_state(load_file(folder / "rng.safetensors")["torch_rng"])
+
+    def close(self) -> None:
+        import ray
+
+        self._all("close")
+        for rank in self.ranks:
+            ray.kill(rank)
+        self.ranks = []

@@ -1,0 +1,93 @@
+"""The FSDP2 learner group (2 Ray actors of torch.distributed, gloo) against the serial learner on one toy batch:
+the same update, the same metrics; a checkpoint resumes it exactly; a dead rank stops the run with a clear error."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from tests.toy.conftest import toy_train_config
+from vlarl.distributed.learner_group import LearnerGroup
+from vlarl.envs import toy
+from vlarl.policies import make_policy
+from vlarl.trainer import Trainer
+
+pytest.importorskip("ray")
+OVERRIDES = ("algo.name=ppo", "env.num_envs=4", "env.reward=dense", "algo.minibatch_size=16", "algo.epochs=2")
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def toy_batch(tmp_path_factory, fresh_policy):
+    """A PPO batch of 4 toy episodes with its advantages, and the serial learner's update of it."""
+    trainer = Trainer(toy_train_config(fresh_policy, *OVERRIDES), tmp_path_factory.mktemp("serial"))
+    batch = trainer.collect()
+    adv, ret = trainer.advantages(batch)
+    metrics = trainer.learner.update(batch, adv, ret, np.random.default_rng(7), False)
+    trainer.venv.close()
+    return batch, adv, ret, metrics, trainer.policy.state_dict()
+
+
+def _group(fresh_policy, *extra):
+    cfg = toy_train_config(fresh_policy, *OVERRIDES, "placement.learner_ranks=2", *extra)
+    policy = make_policy(dataclasses.replace(cfg.policy, checkpoint=str(fresh_policy)), toy.ACTION_DIM, 0)
+    return LearnerGroup(policy, cfg, str(fresh_policy), (toy.ACTION_DIM, 0), cfg.trainer.temperature), policy
+
+
+def _assert_same(state, expected, atol=2e-6):
+    for key, value in expected.items():
+        torch.testing.assert_close(state[key], value, atol=atol, rtol=0, msg=key)
+
+
+def test_two_fsdp2_ranks_update_as_the_serial_learner_and_resume_exactly(
+    ray_session, fresh_policy, toy_batch, tmp_path
+):
+    batch, adv, ret, serial_metrics, serial_state = toy_batch
+    group, policy = _group(fresh_policy)
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    metrics = group.update(batch, adv, ret, np.random.default_rng(7), False)
+    group.sync()
+    state = policy.state_dict()
+    moved = max((state[k] - before[k]).abs().max().item() for k in state)
+    assert moved > 1e-4  # the update changed the weights, so the comparison has teeth
+    # attention key biases get no gradient in exact arithmetic (softmax is shift-invariant): Adam turns their
+    # float noise into steps of about lr, which no summation order reproduces (measured: 5e-6 apart, moved 1.4e-5)
+    gradient_free = {k for k in serial_state if k.endswith("k_proj.bias")}
+    _assert_same(state, {k: v for k, v in serial_state.items() if k not in gradient_free})
+    _assert_same(state, {k: serial_state[k] for k in gradient_free}, atol=1e-4)
+    for key in ("policy/loss", "value/loss", "policy/approx_kl", "grad_norm"):
+        assert metrics[key] == pytest.approx(serial_metrics[key], rel=1e-4, abs=1e-6), key
+    assert metrics["samples"] == serial_metrics["samples"] and metrics["steps_taken"] == 1.0
+
+    group.save(tmp_path / "ckpt")
+    group.update(batch, adv, ret, np.random.default_rng(8), False)
+    group.sync()
+    uninterrupted = {k: v.clone() for k, v in policy.state_dict().items()}
+    group.close()
+
+    resumed, resumed_policy = _group(fresh_policy)
+    resumed.load(tmp_path / "ckpt")  # weights, Adam's moments, the schedule
+    resumed.update(batch, adv, ret, np.random.default_rng(8), False)
+    resumed.sync()
+    _assert_same(resumed_policy.state_dict(), uninterrupted, atol=0)
+
+    import ray
+
+    ray.kill(resumed.ranks[1])
+    with pytest.raises(RuntimeError, match="a learner rank died.*resume it from its last checkpoint"):
+        resumed.update(batch, adv, ret, np.random.default_rng(9), False)
+
+
+def test_a_reference_copy_is_refused_with_several_ranks(fresh_policy):
+    with pytest.raises(ValueError, match="algo.kl_coef > 0 keeps a reference copy"):
+        _group(fresh_policy, "algo.kl_coef=0.1")
