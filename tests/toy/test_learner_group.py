@@ -49,6 +49,15 @@ def _assert_same(state, expected, atol=2e-6):
         torch.testing.assert_close(state[key], value, atol=atol, rtol=0, msg=key)
 
 
+def _assert_serial(state, serial_state):
+    """Within 2e-6 of the serial update, but the attention key biases: they get no gradient in exact arithmetic
+    (softmax is shift-invariant), so Adam turns their float noise into steps of about lr that no summation order
+    reproduces (measured: 5e-6 apart where the serial step moved them 1.4e-5)."""
+    gradient_free = {k for k in serial_state if k.endswith("k_proj.bias")}
+    _assert_same(state, {k: v for k, v in serial_state.items() if k not in gradient_free})
+    _assert_same(state, {k: serial_state[k] for k in gradient_free}, atol=1e-4)
+
+
 def test_two_fsdp2_ranks_update_as_the_serial_learner_and_resume_exactly(
     ray_session, fresh_policy, toy_batch, tmp_path
 ):
@@ -60,11 +69,7 @@ def test_two_fsdp2_ranks_update_as_the_serial_learner_and_resume_exactly(
     state = policy.state_dict()
     moved = max((state[k] - before[k]).abs().max().item() for k in state)
     assert moved > 1e-4  # the update changed the weights, so the comparison has teeth
-    # attention key biases get no gradient in exact arithmetic (softmax is shift-invariant): Adam turns their
-    # float noise into steps of about lr, which no summation order reproduces (measured: 5e-6 apart, moved 1.4e-5)
-    gradient_free = {k for k in serial_state if k.endswith("k_proj.bias")}
-    _assert_same(state, {k: v for k, v in serial_state.items() if k not in gradient_free})
-    _assert_same(state, {k: serial_state[k] for k in gradient_free}, atol=1e-4)
+    _assert_serial(state, serial_state)
     for key in ("policy/loss", "value/loss", "policy/approx_kl", "grad_norm"):
         assert metrics[key] == pytest.approx(serial_metrics[key], rel=1e-4, abs=1e-6), key
     assert metrics["samples"] == serial_metrics["samples"] and metrics["steps_taken"] == 1.0
@@ -91,3 +96,27 @@ def test_two_fsdp2_ranks_update_as_the_serial_learner_and_resume_exactly(
 def test_a_reference_copy_is_refused_with_several_ranks(fresh_policy):
     with pytest.raises(ValueError, match="algo.kl_coef > 0 keeps a reference copy"):
         _group(fresh_policy, "algo.kl_coef=0.1")
+
+
+def test_learner_ranks_spread_over_two_raylets_of_a_local_cluster(fresh_policy, toy_batch, monkeypatch):
+    """placement.ray_address joins an existing cluster: a head and a second raylet of one CPU each (as `ray start
+    --head` / `ray start --address` would make), so the two ranks land on different nodes and still update as the
+    serial learner does."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        cluster.add_node(num_cpus=1)
+        group, policy = _group(fresh_policy, f"placement.ray_address={cluster.address}")
+        assert len({ray.get(rank.node.remote()) for rank in group.ranks}) == 2
+        batch, adv, ret, _, serial_state = toy_batch
+        group.update(batch, adv, ret, np.random.default_rng(7), False)
+        group.sync()
+        _assert_serial(policy.state_dict(), serial_state)
+        group.close()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

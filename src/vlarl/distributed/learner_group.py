@@ -27,12 +27,6 @@ from vlarl.rollout.schema import Batch
 from vlarl.utils.threads import apply_thread_plan
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def shard_policy(policy: torch.nn.Module) -> torch.nn.Module:
     """FSDP2 in place: each decoder layer its own unit, then the policy (its ``evaluate`` gathers the rest)."""
     from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
@@ -46,24 +40,40 @@ def shard_policy(policy: torch.nn.Module) -> torch.nn.Module:
 
 
 class LearnerRank:
-    """One rank (a Ray actor): builds the policy from ``checkpoint``, joins the process group, shards, learns."""
+    """One rank (a Ray actor, possibly on another node): ``setup`` joins the process group at rank 0's address,
+    builds the policy from ``checkpoint`` and shards it; then it learns."""
 
-    def __init__(self, cfg: Any, checkpoint: str, dims: tuple[int, int], temperature: float, rank: int, addr: str):
+    def __init__(self, cfg: Any, checkpoint: str, dims: tuple[int, int], temperature: float, rank: int):
+        apply_thread_plan("learner_rank", cfg)
+        self.cfg, self.checkpoint, self.dims, self.temperature, self.rank = cfg, checkpoint, dims, temperature, rank
+
+    def address(self) -> str:
+        """``host:port`` for the process group's store: this node's IP and a free port on it."""
+        import ray
+
+        with socket.socket() as s:
+            s.bind(("", 0))
+            return f"{ray.util.get_node_ip_address()}:{s.getsockname()[1]}"
+
+    def node(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+    def setup(self, addr: str) -> None:
         import torch.distributed as dist
 
         from vlarl.learner import Learner
         from vlarl.policies import make_policy
 
-        apply_thread_plan("learner_rank", cfg)
-        world = cfg.placement.learner_ranks
-        host, port = addr.split(":")
+        cfg, world = self.cfg, self.cfg.placement.learner_ranks
+        host, port = addr.rsplit(":", 1)
         os.environ.update(MASTER_ADDR=host, MASTER_PORT=port)
         backend = "nccl" if torch.cuda.is_available() and cfg.policy.device != "cpu" else "gloo"
-        dist.init_process_group(backend, rank=rank, world_size=world)
-        policy = make_policy(dataclasses.replace(cfg.policy, checkpoint=checkpoint), *dims)
+        dist.init_process_group(backend, rank=self.rank, world_size=world)
+        policy = make_policy(dataclasses.replace(cfg.policy, checkpoint=self.checkpoint), *self.dims)
         self.policy = shard_policy(policy)
-        self.learner = Learner(self.policy, cfg, temperature, rank, world)
-        self.rank = rank
+        self.learner = Learner(self.policy, cfg, self.temperature, self.rank, world)
 
     def update(self, batch: Batch, adv: torch.Tensor, ret: torch.Tensor, rng: np.random.Generator, warmup: bool):
         return self.learner.update(batch, adv, ret, rng, warmup)
@@ -120,10 +130,8 @@ class LearnerGroup:
         self.policy, self.cfg = policy, cfg
         self.use_value = estimator_name(cfg.algo) == "gae"  # as the serial Learner's
         actor = ray.remote(num_cpus=cfg.placement.learner_cpus)(LearnerRank)
-        addr = f"127.0.0.1:{free_port()}"
-        self.ranks = [
-            actor.remote(cfg, checkpoint, dims, temperature, rank, addr) for rank in range(cfg.placement.learner_ranks)
-        ]
+        self.ranks = [actor.remote(cfg, checkpoint, dims, temperature, r) for r in range(cfg.placement.learner_ranks)]
+        self._all("setup", ray.get(self.ranks[0].address.remote()))
 
     def _all(self, method: str, *args: Any) -> list[Any]:
         import ray
