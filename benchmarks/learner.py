@@ -6,20 +6,26 @@ advance and a plain clipped-ratio loss: what a hand-written PyTorch loop of ``po
 alternate between the configurations (the machine is shared: ratios come from one run). Samples are decisions
 x epochs; overhead is 1 - learner / bare samples per second.
 
-    python benchmarks/learner.py [--arch tiny] [--envs 8] [--ranks 2] [--rounds 3]
+    python benchmarks/learner.py [--arch tiny] [--envs 8] [--ranks 2] [--rounds 3] [--threads 2]
+
+The serial configurations run in this process with ``--threads`` torch threads; each rank has one CPU and
+one thread (``placement.learner_cpus=1``), so on 2 cores both use the whole machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle threads sleep (utils/threads.py)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from rich.console import Console
 from rich.table import Table
 
@@ -63,6 +69,7 @@ def main() -> None:
     parser.add_argument("--envs", type=int, default=8, help="episodes in the batch")
     parser.add_argument("--ranks", type=int, default=2, help="FSDP2 ranks of the learner group (0: skip it)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the serial configurations")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
@@ -72,6 +79,7 @@ def main() -> None:
     build_policy(args.arch, toy.ACTION_DIM, instructions=list(toy.INSTRUCTIONS.values())).save(tmp / "start")
     overrides = ["trainer.init=checkpoint", f"policy.checkpoint={tmp / 'start'}", "algo.name=ppo"]
     overrides += [f"env.num_envs={args.envs}", "env.reward=dense", "algo.minibatch_size=32", "algo.grad_accum=2"]
+    overrides += [f"run.threads={args.threads}"]
     cfg = load_config("train", "toy_micro", overrides=overrides)
     trainer = Trainer(cfg, tmp / "run", console)
     batch = trainer.collect()
