@@ -93,6 +93,26 @@ def test_two_fsdp2_ranks_update_as_the_serial_learner_and_resume_exactly(
         resumed.update(batch, adv, ret, np.random.default_rng(9), False)
 
 
+def test_the_trainer_steps_syncs_and_checkpoints_with_a_learner_group(ray_session, fresh_policy, tmp_path):
+    """One iteration of ``Trainer.step`` with 2 ranks: the update lands in the rollout policy (sync_weights), the
+    checkpoint is the serial layout and loads into a serial trainer."""
+    cfg = toy_train_config(fresh_policy, *OVERRIDES, "placement.learner_ranks=2")
+    trainer = Trainer(cfg, tmp_path / "run")
+    assert isinstance(trainer.learner, LearnerGroup)
+    before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
+    row = trainer.step()
+    assert row["timing/sync_weights"] > 0 and row["train/samples"] > 0
+    moved = max((trainer.policy.state_dict()[k] - before[k]).abs().max().item() for k in before)
+    assert moved > 1e-4
+    path = trainer.save()
+    trainer.learner.close()
+    trainer.venv.close()
+    serial = Trainer(toy_train_config(fresh_policy, *OVERRIDES), tmp_path / "serial")
+    serial.policy.load(path / "policy")
+    _assert_same(serial.policy.state_dict(), trainer.policy.state_dict(), atol=0)
+    serial.venv.close()
+
+
 def test_a_reference_copy_is_refused_with_several_ranks(fresh_policy):
     with pytest.raises(ValueError, match="algo.kl_coef > 0 keeps a reference copy"):
         _group(fresh_policy, "algo.kl_coef=0.1")
