@@ -200,8 +200,8 @@ class Learner:
             with autocast(self.policy.device, self.precision):
                 inputs = self.policy.prepare(batch.observation(t, b))
                 tokens = batch.action_tokens[t, b].to(self.policy.device)
-                chain = batch.chain[t, b].to(self.policy.device)
-                logprob[t, b] = self.policy.evaluate(inputs, tokens, self.temperature, chain)[0].float().cpu()
+                draw = batch.chain[t, b].to(self.policy.device), batch.denoise_step[t, b].to(self.policy.device)
+                logprob[t, b] = self.policy.evaluate(inputs, tokens, self.temperature, *draw)[0].float().cpu()
         return logprob
 
     def loss_of(self, batch, adv, ret, t, b, warmup: bool, use_value: bool) -> tuple[torch.Tensor, dict[str, float]]:
@@ -212,7 +212,7 @@ class Learner:
             return self.loss(
                 policy.prepare(batch.observation(t, b)),
                 batch.action_tokens[t, b].to(policy.device),
-                batch.chain[t, b].to(policy.device),
+                (batch.chain[t, b].to(policy.device), batch.denoise_step[t, b].to(policy.device)),
                 batch.logprob[t, b],
                 adv[t, b],
                 batch.value[t, b],
@@ -222,11 +222,12 @@ class Learner:
                 use_value,
             )
 
-    def loss(self, inputs, tokens, chain, old_logp, adv, old_value, ret, units, warmup: bool, use_value: bool):
+    def loss(self, inputs, tokens, draw, old_logp, adv, old_value, ret, units, warmup: bool, use_value: bool):
         """The PPO loss of one micro-batch (policy, value, KL to the reference) and its metrics; ``tokens`` and
-        ``chain`` what the rollout drew, ``adv``, ``ret``, ``units`` ``[N, U]``, ``old_value`` ``[N, K]``."""
+        ``draw`` (a flow policy's chain and denoise step) what the rollout drew, ``adv``, ``ret``, ``units``
+        ``[N, U]``, ``old_value`` ``[N, K]``."""
         algo, dev = self.algo, self.policy.device
-        logp, entropy, value = self.policy.evaluate(inputs, tokens, self.temperature, chain)
+        logp, entropy, value = self.policy.evaluate(inputs, tokens, self.temperature, *draw)
         old_logp, adv, old_value, ret, units = (x.to(dev) for x in (old_logp, adv, old_value, ret, units))
         logp, old_logp = (
             at_granularity(logp, algo.logprob_granularity),
@@ -266,7 +267,7 @@ class Learner:
             metrics |= {f"value/{k}": v for k, v in vm.items()} | {"value/loss": vl.item()}
         if self.reference is not None:
             with torch.no_grad():
-                ref_logp = self.reference.evaluate(inputs, tokens, self.temperature, chain)[0]
+                ref_logp = self.reference.evaluate(inputs, tokens, self.temperature, *draw)[0]
             ref_logp = at_granularity(ref_logp, algo.logprob_granularity)
             kl = algorithms.aggregate(algorithms.kl_penalty(logp, ref_logp, algo.kl_kind), mask, algo.agg)
             loss = loss + algo.kl_coef * kl

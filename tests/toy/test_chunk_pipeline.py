@@ -10,8 +10,16 @@ import pytest
 from vlarl.cli import main
 
 
-@pytest.mark.parametrize(("family", "algo"), [("openvla_oft", "ppo"), ("openvla_oft", "grpo"), ("pi0", "ppo")])
-def test_train_runs_chunks_end_to_end(tmp_path, capsys, monkeypatch, family, algo):
+@pytest.mark.parametrize(
+    ("family", "algo", "extra"),
+    [
+        ("openvla_oft", "ppo", []),
+        ("openvla_oft", "grpo", []),
+        ("pi0", "ppo", []),
+        ("pi0", "grpo", ["policy.pi0.joint_logprob=false"]),  # one stochastic step per chain, its index recorded
+    ],
+)
+def test_train_runs_chunks_end_to_end(tmp_path, capsys, monkeypatch, family, algo, extra):
     monkeypatch.chdir(tmp_path)  # demos and SFT caches go under ./data
     args = [
         "train",
@@ -28,6 +36,7 @@ def test_train_runs_chunks_end_to_end(tmp_path, capsys, monkeypatch, family, alg
         f"algo.name={algo}",
         "algo.group_size=4",
         "run.name=chunks",
+        *extra,
     ]
     assert main(args) == 0
     assert "before and after RL" in capsys.readouterr().out

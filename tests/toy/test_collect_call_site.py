@@ -70,3 +70,36 @@ def test_the_batch_holds_the_actions_sent_the_rewards_returned_and_the_version(
     )
     np.testing.assert_allclose(batch.actions[mask].numpy(), decoded, atol=1e-6)  # the tokens decode to the actions
     trainer.venv.close()
+
+
+def test_a_one_step_pi0_batch_records_the_drawn_steps_the_learner_scores(tmp_path):
+    """pi0 with joint_logprob=false: the batch keeps each decision's stochastic denoising step, and the learner's
+    recomputation from the stored chain and step gives the rollout's log-probs (a ratio of 1 before any update)."""
+    from vlarl.envs import toy
+    from vlarl.policies.openvla.factory import build_policy
+    from vlarl.policies.pi0 import Pi0Policy
+
+    torch.manual_seed(0)
+    build_policy(
+        "micro", toy.ACTION_DIM, instructions=list(toy.INSTRUCTIONS.values()), cls=Pi0Policy, chunk_len=2
+    ).save(tmp_path / "pi0")
+    extra = (
+        "policy.family=pi0",
+        "policy.pi0.chunk_len=2",
+        "policy.pi0.joint_logprob=false",
+        "env.num_envs=4",
+        "algo.name=ppo",
+    )
+    trainer = Trainer(toy_train_config(tmp_path / "pi0", *extra), tmp_path / "run")
+    batch = trainer.collect()
+    mask = batch.mask
+    steps = batch.denoise_step[mask]
+    assert ((steps >= 0) & (steps < 4)).all() and len(set(steps.tolist())) > 1
+    t, b = mask.nonzero(as_tuple=True)
+    policy = trainer.policy
+    with torch.no_grad():
+        logp = policy.evaluate(
+            policy.prepare(batch.observation(t, b)), batch.action_tokens[t, b], 1.0, batch.chain[t, b], steps
+        )[0]
+    torch.testing.assert_close(logp, batch.logprob[t, b], atol=1e-4, rtol=0)
+    trainer.venv.close()

@@ -1,5 +1,7 @@
 """The pi0 family: rollout/learner log-probs of the recorded chain, ODE evaluation, SFT, checkpoints, bad input."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -128,3 +130,31 @@ def test_bad_chains_and_options_are_refused():
         _pi0(noise_method="flow_ode")
     with pytest.raises(ValueError, match="critic=separate is openvla's"):
         _pi0(critic="separate")
+
+
+@pytest.mark.parametrize("method", ["flow_sde", "flow_noise"])
+def test_one_step_logprobs_score_the_drawn_step_alone_and_the_learner_agrees(method):
+    """joint_logprob=False (RLinf's default): one uniformly drawn denoising step per row is stochastic, the others
+    follow the ODE; the log-prob is that step's Gaussian density, which the learner recomputes from the chain."""
+    policy = _pi0(noise_method=method, joint_logprob=False)
+    obs = observations()
+    out = policy.act(obs, Sampling(), torch.Generator().manual_seed(4))
+    assert out.denoise_step.shape == (3,) and ((out.denoise_step >= 0) & (out.denoise_step < 4)).all()
+    logp = policy.evaluate(out.inputs, out.tokens, 1.0, out.chain, out.denoise_step)[0]
+    torch.testing.assert_close(logp, out.logprob, atol=1e-5, rtol=0)
+    inputs = policy.prepare(obs)
+    step = policy._step(policy._prefix(inputs), inputs)
+    grid = flow.time_grid(4, "cpu")
+    chain, sigma = out.chain, flow.sde_sigma(4, 0.5, "cpu")
+    with torch.no_grad():
+        for j in range(4):
+            v, log_std = step(chain[:, j], grid[j].expand(3))
+            mean, std = flow.transition(chain[:, j], v, grid[j], 0.25, method, sigma[j], log_std)
+            by_hand = -0.5 * ((chain[:, j + 1] - mean) / std) ** 2 - torch.log(std) - 0.5 * math.log(2 * math.pi)
+            for b, i in enumerate(out.denoise_step.tolist()):
+                if j == i:  # the drawn step: its Gaussian density is the decision's log-prob
+                    torch.testing.assert_close(out.logprob[b], by_hand[b], atol=1e-5, rtol=0)
+                else:  # every other step is the ODE's Euler step
+                    torch.testing.assert_close(chain[b, j + 1], chain[b, j] - v[b] / 4, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="mixes one-step and every-step chains"):
+        policy.evaluate(out.inputs, out.tokens, 1.0, out.chain, torch.tensor([0, -1, 1]))

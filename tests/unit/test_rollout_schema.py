@@ -22,6 +22,7 @@ def _batch(t=3, b=4, k=2, a=3, seed=0) -> Batch:
         action_tokens=torch.randint(0, 256, (t, b, k, a), generator=g),
         actions=torch.rand(t, b, k, a, generator=g),
         chain=torch.rand(t, b, 2, k, a, generator=g),
+        denoise_step=torch.randint(-1, 1, (t, b), generator=g),
         logprob=-torch.rand(t, b, k, a, generator=g),
         value=torch.rand(t, b, k, generator=g),
         next_value=torch.rand(t, b, k, generator=g),

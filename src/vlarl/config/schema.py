@@ -167,6 +167,11 @@ class Pi0Options:
         choices=("prefix_mean", "prefix_last", "expert"),
     )
     detach_critic: bool = doc(False, "The value loss does not train what the value head reads (piRL's option).")
+    joint_logprob: bool = doc(
+        True,
+        "Log-prob of a chunk: true sums every (stochastic) denoising step's; false makes one uniformly drawn step "
+        "per decision stochastic, the others following the ODE, and scores that step alone (RLinf's default).",
+    )
 
 
 @dataclass

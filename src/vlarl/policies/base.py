@@ -44,6 +44,7 @@ class ActOutput:
     value: torch.Tensor | None  # [B, K] V before each env step of the chunk ([:, 0]: this observation's), or None
     inputs: dict[str, torch.Tensor]  # the model inputs, for the learner
     chain: torch.Tensor | None = None  # [B, N+1, K, A] a flow policy's denoising chain (what its learner scores)
+    denoise_step: torch.Tensor | None = None  # [B] the chain's one stochastic step (one-step log-probs), else None
 
 
 @runtime_checkable
@@ -70,10 +71,11 @@ class VLAPolicy(Protocol):
         tokens: torch.Tensor,
         temperature: float = 1.0,
         chain: torch.Tensor | None = None,
+        denoise_step: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The learner's pass over what ``act`` drew, ``tokens [B, K, A]`` (and a flow policy's ``chain [B, N+1, K,
-        A]``): log-probs and entropies ``[B, K, A]`` at ``temperature``, values ``[B, K]`` (V before each env step of
-        the chunk; zeros without a value head)."""
+        A]`` and ``denoise_step [B]``, -1 where every step was stochastic): log-probs and entropies ``[B, K, A]`` at
+        ``temperature``, values ``[B, K]`` (V before each env step of the chunk; zeros without a value head)."""
 
     def sft_loss(self, inputs: dict[str, torch.Tensor], targets: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Supervised loss on demonstration ``targets [B, K, A]`` (from ``encode_actions``); returns (loss, metrics)."""

@@ -39,6 +39,11 @@ SCHEMA: dict[str, Key] = {
         ("T", "B", "S", "K", "A"),
         "a flow policy's denoising chain, noise to action (S = denoise steps + 1; S = 0 for token policies)",
     ),
+    "denoise_step": Key(
+        "int64",
+        ("T", "B"),
+        "the one stochastic step of a flow policy's chain (pi0 with joint_logprob=false); -1: every step, or none",
+    ),
     "logprob": Key("float32", ("T", "B", "K", "A"), "per-token log-probs at sampling time"),
     "value": Key(
         "float32",
@@ -120,6 +125,7 @@ class Batch:
     action_tokens: torch.Tensor
     actions: torch.Tensor
     chain: torch.Tensor
+    denoise_step: torch.Tensor
     logprob: torch.Tensor
     value: torch.Tensor
     next_value: torch.Tensor

@@ -234,6 +234,7 @@ class OpenVLAPolicy(nn.Module):
         tokens: torch.Tensor,
         temperature: float = 1.0,
         chain: torch.Tensor | None = None,  # a token policy's draw is its tokens: unused
+        denoise_step: torch.Tensor | None = None,  # unused, as chain
     ) -> tuple[torch.Tensor, ...]:
         """Learner pass over ``tokens [B, 1, A]``: per-token log-probs and entropies ``[B, 1, A]`` at
         ``temperature``, values ``[B, 1]``."""

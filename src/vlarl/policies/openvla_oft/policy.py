@@ -124,6 +124,7 @@ class OFTPolicy(OpenVLAPolicy):
         tokens: torch.Tensor,
         temperature: float = 1.0,
         chain: torch.Tensor | None = None,  # a token policy's draw is its tokens: unused
+        denoise_step: torch.Tensor | None = None,  # unused, as chain
     ) -> tuple[torch.Tensor, ...]:
         """Learner pass over ``tokens [B, K, A]``: log-probs and entropies ``[B, K, A]``, values ``[B, K]``."""
         tokens = self._chunk(tokens)

@@ -10,9 +10,11 @@ denoises a chunk ``[K, A]`` of normalised actions from Gaussian noise in ``denoi
 RL log-probs (πRL): ``noise_method`` ``flow_sde`` or ``flow_noise`` makes every denoising step a Gaussian, so a
 chunk's log-prob per element ``[B, K, A]`` is the sum over steps of the steps' Gaussian log-densities of the
 recorded chain (``ActOutput.chain [B, N + 1, K, A]``, stored in the batch); the learner recomputes it from the
-chain exactly. ``act`` with ``GREEDY`` runs the deterministic ODE (evaluation). The rollout temperature does
-not apply (the noise method's std sets exploration); the entropy ``evaluate`` returns is the sample estimate
-``-log p`` per element. ``tokens`` are the 256-bin discretisation of the (clamped) actions, for the record.
+chain exactly. ``joint_logprob=False`` (RLinf's default) makes one uniformly drawn step per decision
+stochastic and the others follow the ODE; the log-prob is that step's (``ActOutput.denoise_step [B]``, stored).
+``act`` with ``GREEDY`` runs the deterministic ODE (evaluation). The rollout temperature does not apply (the
+noise method's std sets exploration); the entropy ``evaluate`` returns is the sample estimate ``-log p`` per
+element. ``tokens`` are the 256-bin discretisation of the (clamped) actions, for the record.
 
 The value head (``expert.ValueHead``, K outputs: V before each env step of the chunk) reads the expert's
 outputs over the prefix (``prefix_mean`` / ``prefix_last``) or its action tokens' features at t = 1 of a zero
@@ -81,6 +83,7 @@ class Pi0Policy(OpenVLAPolicy):
         noise_level: float = 0.5,
         value_source: str = "prefix_mean",
         detach_critic: bool = False,
+        joint_logprob: bool = True,
         expert: ExpertConfig | None = None,
         **kw: Any,
     ):
@@ -97,7 +100,7 @@ class Pi0Policy(OpenVLAPolicy):
         if value_source not in VALUE_SOURCES:
             raise ValueError(f"value_source={value_source!r}; choose one of {VALUE_SOURCES}")
         self.chunk_len, self.denoise_steps = chunk_len, denoise_steps
-        self.noise_method, self.noise_level = noise_method, noise_level
+        self.noise_method, self.noise_level, self.joint_logprob = noise_method, noise_level, joint_logprob
         config = expert or expert_config(model, action_dim, chunk_len)
         if (config.action_dim, config.chunk_len) != (action_dim, chunk_len):
             raise ValueError(
@@ -177,14 +180,18 @@ class Pi0Policy(OpenVLAPolicy):
         shape = (len(obs["instruction"]), self.chunk_len, self.action_dim)
         noise = torch.randn(shape, generator=generator, device=self.device)
         method = "flow_ode" if sampling.greedy else self.noise_method
+        one = None  # joint: every step stochastic; else one uniform step per row (the rest follow the ODE)
+        if not (self.joint_logprob or sampling.greedy):
+            one = torch.randint(self.denoise_steps, (len(noise),), generator=generator, device=self.device)
         step = self._step(prefix, inputs)
-        out = flow.sample(step, noise, self.denoise_steps, method, self.noise_level, generator=generator)
+        out = flow.sample(step, noise, self.denoise_steps, method, self.noise_level, one, generator)
         normalised = out.actions.cpu().numpy()
         if self.norm_stats.bounded:  # q01/q99 statistics map the action range onto [-1, 1]
             normalised = normalised.clip(-1, 1)
         tokens = torch.as_tensor(self.action_tokenizer.encode(normalised), device=self.device)
         actions = self.norm_stats.unnormalize(normalised)
-        return ActOutput(actions, tokens, out.log_probs.sum(1), self._values(prefix, inputs), inputs, out.chain)
+        values = self._values(prefix, inputs)
+        return ActOutput(actions, tokens, out.log_probs.sum(1), values, inputs, out.chain, one)
 
     def evaluate(
         self,
@@ -192,13 +199,20 @@ class Pi0Policy(OpenVLAPolicy):
         tokens: torch.Tensor,
         temperature: float = 1.0,
         chain: torch.Tensor | None = None,
+        denoise_step: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
-        """Learner pass over a recorded ``chain [B, N + 1, K, A]``: log-probs and entropy estimates ``[B, K, A]``
-        (summed over the denoising steps), values ``[B, K]``."""
+        """Learner pass over a recorded ``chain [B, N + 1, K, A]`` and its ``denoise_step [B]`` (-1 or None: every
+        step was stochastic): log-probs and entropy estimates ``[B, K, A]`` (summed over the stochastic steps),
+        values ``[B, K]``."""
         chain = self._chain(chain, tokens)
+        stochastic = None
+        if denoise_step is not None and (denoise_step >= 0).any():
+            if (denoise_step < 0).any():
+                raise ValueError("a batch mixes one-step and every-step chains (policy.pi0.joint_logprob changed)")
+            stochastic = flow.stochastic_steps(len(chain), self.denoise_steps, denoise_step, chain.device)
         prefix = self._prefix(inputs)
         step = self._step(prefix, inputs)
-        logp = flow.recompute_log_probs(step, chain.float(), self.noise_method, self.noise_level).sum(1)
+        logp = flow.recompute_log_probs(step, chain.float(), self.noise_method, self.noise_level, stochastic).sum(1)
         return logp, -logp, self._values(prefix, inputs)
 
     def encode_actions(self, env_actions: np.ndarray) -> torch.Tensor:
