@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vlarl.policies.base import SAMPLE, ActOutput, Sampling
+from vlarl.policies.base import SAMPLE, ActOutput, Generator, Sampling, randn
 from vlarl.policies.openvla.modeling import PrismaticVLA
 from vlarl.policies.openvla.policy import OpenVLAPolicy
 from vlarl.policies.pi0 import flow
@@ -122,14 +122,12 @@ class Pi0Policy(OpenVLAPolicy):
         return chain
 
     @torch.no_grad()
-    def act(
-        self, obs: dict[str, Any], sampling: Sampling = SAMPLE, generator: torch.Generator | None = None
-    ) -> ActOutput:
+    def act(self, obs: dict[str, Any], sampling: Sampling = SAMPLE, generator: Generator = None) -> ActOutput:
         """A chunk ``[B, K, A]`` per env: Flow-SDE/Flow-Noise draws (``GREEDY``: the ODE), log-probs ``[B, K, A]``."""
         inputs = self.prepare(obs)
         prefix = self._prefix(inputs)
         shape = (len(obs["instruction"]), self.chunk_len, self.action_dim)
-        noise = torch.randn(shape, generator=generator, device=self.device)
+        noise = randn(shape, generator, self.device)
         method = "flow_ode" if sampling.greedy else self.noise_method
         out = flow.sample(self._step(prefix), noise, self.denoise_steps, method, self.noise_level, generator=generator)
         normalised = out.actions.clamp(-1, 1).cpu().numpy()
