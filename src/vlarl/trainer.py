@@ -2,8 +2,9 @@
 
 One iteration runs the stages collect (one episode per env) -> score -> advantages -> update (the
 learner's epochs) -> sync_weights, then log / checkpoint / eval; a placement changes who runs a stage,
-not the loop. Every random draw of iteration i is seeded by (run.seed, i), so a run
-resumed from the checkpoint of iteration i repeats the uninterrupted run exactly.
+not the loop: a ``placement.mode`` other than serial collects with Ray env and rollout workers
+(``vlarl.distributed``), with ``collect_episodes``'s signature and result. Every random draw of iteration i is
+seeded by (run.seed, i), so a run resumed from the checkpoint of iteration i repeats the uninterrupted run exactly.
 """
 
 from __future__ import annotations
@@ -52,7 +53,13 @@ class Trainer:
         t = cfg.trainer
         self.group_size = cfg.algo.group_size if cfg.algo.name == "grpo" else 1  # ppo: every episode on its own
         start = start_checkpoint(cfg, self.console)
-        self.venv = envs.make(cfg.env)
+        self.placed = cfg.placement.mode != "serial"
+        if self.placed:
+            from vlarl.distributed import place
+
+            self.venv, self.collector = place(cfg)
+        else:
+            self.venv, self.collector = envs.make(cfg.env), collect_episodes
         spec = self.venv.spec
         self.curriculum = None
         if t.curriculum == "success":
@@ -90,7 +97,7 @@ class Trainer:
         kept, collected = [], []
         for r in range(cfg.trainer.rounds * (cfg.algo.ds_max_rounds if dynamic else 1)):
             tasks, seeds = self.schedule(self.iteration, r, np.random.default_rng(self._seed(1, r)))
-            batch = collect_episodes(
+            batch = self.collector(
                 self.policy,
                 self.venv,
                 tasks,
@@ -128,7 +135,10 @@ class Trainer:
         return self.learner.update(batch, adv, ret, np.random.default_rng(self._seed(3)), warmup)
 
     def sync_weights(self) -> None:
-        """Publish the learner's weights to the rollout workers: serial rollouts use the learner's policy itself."""
+        """Publish the learner's weights to the rollout worker as the next iteration's version (serial rollouts use
+        the learner's policy itself)."""
+        if self.placed:
+            self.collector.sync_weights(self.policy, self.iteration + 1)
 
     # ---- checkpoints --------------------------------------------------------------------------
     def save(self) -> Path:
@@ -234,8 +244,14 @@ class Trainer:
         if before is not None:
             self.console.print(before_after_table(before, after))
         self.metrics.close()
-        self.venv.close()
+        self.close()
         return summary
+
+    def close(self) -> None:
+        """Close the envs (and a placement's workers and Ray session)."""
+        self.venv.close()
+        if self.placed:
+            self.collector.close()
 
 
 def run_train(cfg: TrainCommand, run_dir: Path, console: Console | None = None) -> dict[str, Any]:

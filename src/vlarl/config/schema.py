@@ -414,6 +414,34 @@ class TrainerConfig:
 
 
 @dataclass
+class PlacementConfig:
+    """Who runs the rollout (vlarl.distributed): this process (serial) or Ray actors, on which CPU shares."""
+
+    mode: str = doc(
+        "serial",
+        "'serial': envs and policy in this process, no Ray (the reference). Ray actors: 'collocated' (env workers "
+        "and the rollout worker share the CPUs and take turns), 'disaggregated' (disjoint CPU shares; the policy "
+        "infers for one env worker while the others step), 'hybrid' (disjoint shares, each worker's envs split "
+        "into `pipeline_stages` groups: the policy infers for one stage while the simulator steps the other).",
+        choices=("serial", "collocated", "disaggregated", "hybrid"),
+    )
+    env_workers: int = doc(1, "Env-worker actors; each steps a contiguous slice of env.num_envs.", ge=1)
+    pipeline_stages: int = doc(
+        1, "hybrid: groups each worker's envs are split into (>= 2, dividing its envs); 1 in other modes.", ge=1
+    )
+    env_cpus: float = doc(1.0, "CPUs each env worker takes from Ray's pool (its simulators run 1 thread).", gt=0)
+    rollout_cpus: float = doc(1.0, "CPUs of the rollout (inference) worker; its torch threads (at least 1).", gt=0)
+    rollout_gpus: float = doc(0.0, "GPUs of the rollout worker; 0 infers on CPU.", ge=0)
+    num_cpus: int = doc(0, "CPUs of a local Ray instance; 0: this machine's cores. Ignored when joining.", ge=0)
+    ray_address: str = doc(
+        "",
+        "Empty: start a local Ray instance (no dashboard, no auth token; stopped at exit). 'auto' or 'host:port': "
+        "join the cluster started by `ray start --head`.",
+    )
+    log_level: str = doc("error", "Ray's log level.", choices=("debug", "info", "warning", "error"))
+
+
+@dataclass
 class DemosCommand:
     """`vlarl demos`: run scripted experts and write a demonstrations dataset."""
 
@@ -456,6 +484,7 @@ class TrainCommand:
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
 
 
 COMMANDS: dict[str, type] = {"demos": DemosCommand, "sft": SFTCommand, "train": TrainCommand, "eval": EvalCommand}

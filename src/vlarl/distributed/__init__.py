@@ -1,0 +1,32 @@
+"""Placements of the rollout on Ray (``placement.mode`` collocated | disaggregated | hybrid; serial needs none).
+
+``place(cfg)`` connects to Ray (a quiet local instance, or ``placement.ray_address``), checks the placement
+against the cluster and starts the env workers; it returns them (the trainer's vector env: ``spec``,
+``rss_mb``, ``close``) and the placed collector (``collect_episodes``'s signature; ``sync_weights``, ``close``).
+Importing this package does not import Ray; ``place`` does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def place(cfg: Any) -> tuple[Any, Any]:
+    """``(EnvWorkers, PlacedCollector)`` of a train config whose ``placement.mode`` is not serial."""
+    import ray
+
+    from vlarl.distributed.collector import EnvWorkers, PlacedCollector
+    from vlarl.distributed.placement import cluster_check, make_plan, start_ray
+
+    plan = make_plan(cfg.placement, cfg.env.num_envs)
+    owns_ray = start_ray(cfg.placement)
+    try:
+        cluster_check(cfg.placement)
+        return EnvWorkers(cfg, plan), PlacedCollector(cfg, plan, owns_ray)
+    except BaseException:
+        if owns_ray:
+            ray.shutdown()
+        raise
+
+
+__all__ = ["place"]
