@@ -52,12 +52,12 @@ class Trainer:
         apply_thread_plan("policy", cfg)  # the CLI did it before torch loaded; this covers library callers
         t = cfg.trainer
         self.group_size = cfg.algo.group_size if cfg.algo.name == "grpo" else 1  # ppo: every episode on its own
-        start = start_checkpoint(cfg, self.console)
+        policy_cfg = dataclasses.replace(cfg.policy, checkpoint=str(start_checkpoint(cfg, self.console)))
         self.placed = cfg.placement.mode != "serial"
         if self.placed:
             from vlarl.distributed import place
 
-            self.venv, self.collector = place(cfg)
+            self.venv, self.collector = place(cfg, policy_cfg)
         else:
             self.venv, self.collector = envs.make(cfg.env), collect_episodes
         spec = self.venv.spec
@@ -66,9 +66,7 @@ class Trainer:
             self.curriculum = SuccessCurriculum(spec.tasks, t.curriculum_window, self.group_size, t.curriculum_floor)
         fixed = parse_fixed_states(t.fixed_states, spec.tasks)
         self.schedule = GroupSchedule(spec.tasks, spec.env_tasks, self.group_size, fixed, self.curriculum)
-        self.policy = make_policy(
-            dataclasses.replace(cfg.policy, checkpoint=str(start)), spec.action_dim, spec.proprio_dim
-        )
+        self.policy = make_policy(policy_cfg, spec.action_dim, spec.proprio_dim)
         self.sampling = rollout_sampling(cfg)
         self.learner = Learner(self.policy, cfg, self.sampling.temperature)
         self.iteration = 0

@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 
-def place(cfg: Any) -> tuple[Any, Any]:
-    """``(EnvWorkers, PlacedCollector)`` of a train config whose ``placement.mode`` is not serial."""
+def place(cfg: Any, policy_cfg: Any) -> tuple[Any, Any]:
+    """``(EnvWorkers, PlacedCollector)`` of a train config whose ``placement.mode`` is not serial; the rollout
+    worker builds its policy from ``policy_cfg`` (the learner's, with its start checkpoint)."""
     import ray
 
     from vlarl.distributed.collector import EnvWorkers, PlacedCollector
@@ -22,7 +23,8 @@ def place(cfg: Any) -> tuple[Any, Any]:
     owns_ray = start_ray(cfg.placement)
     try:
         cluster_check(cfg.placement)
-        return EnvWorkers(cfg, plan), PlacedCollector(cfg, plan, owns_ray)
+        venv = EnvWorkers(cfg, plan)
+        return venv, PlacedCollector(cfg, plan, owns_ray, policy_cfg, (venv.spec.action_dim, venv.spec.proprio_dim))
     except BaseException:
         if owns_ray:
             ray.shutdown()

@@ -124,10 +124,12 @@ class Decision:
 
 class PlacedCollector:
     """``collect_episodes`` over ``EnvWorkers`` and a rollout worker (see the module docstring); ``sync_weights``
-    publishes the learner's weights to the rollout worker, which starts with the first."""
+    publishes the learner's weights to the rollout worker, which starts with the first (its policy built from
+    ``policy_cfg`` for ``dims`` = (action, proprio) dims, as the trainer builds the learner's)."""
 
-    def __init__(self, cfg: Any, plan: Plan, owns_ray: bool):
+    def __init__(self, cfg: Any, plan: Plan, owns_ray: bool, policy_cfg: Any, dims: tuple[int, int]):
         self.cfg, self.plan, self.owns_ray = cfg, plan, owns_ray
+        self.policy_cfg, self.dims = policy_cfg, dims
         self.rollout: Any = None
         self.version: int | None = None
         group_envs = np.concatenate([self._envs(group) for group in plan.groups])
@@ -137,14 +139,14 @@ class PlacedCollector:
         return [e for p in group for e in self.plan.pieces[p]]
 
     def sync_weights(self, policy: VLAPolicy, version: int) -> None:
-        """Give the rollout worker the learner's weights of ``version``; the first call starts the worker with a
-        copy of ``policy``."""
+        """Give the rollout worker the learner's weights (``policy.state_dict``) as ``version``; the first call starts
+        the worker."""
+        state = ray.put({k: v.detach().cpu() for k, v in policy.state_dict().items()})
         if self.rollout is None:
             actor = ray.remote(RolloutWorker).options(**actor_options(self.cfg.placement, "rollout"))
-            self.rollout = actor.remote(self.cfg, policy, version)
+            self.rollout = actor.remote(self.cfg, self.policy_cfg, self.dims, state, version)
             ray.get(self.rollout.info.remote())
         else:
-            state = {k: v.detach().cpu() for k, v in policy.state_dict().items()}
             ray.get(self.rollout.load_weights.remote(state, version))
         self.version = version
 

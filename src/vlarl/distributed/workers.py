@@ -7,6 +7,7 @@ the thread plan as it starts. Observations and steps keep ``VectorEnv``'s shapes
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 
 from vlarl.envs import make_backend
 from vlarl.envs.base import SyncVectorEnv, process_rss_mb
+from vlarl.policies import make_policy
 from vlarl.policies.base import ActOutput, EnvGenerators, Sampling
 from vlarl.rollout.collector import state_values
 from vlarl.utils.threads import apply_thread_plan
@@ -72,12 +74,17 @@ class EnvWorker:
 
 
 class RolloutWorker:
-    """A copy of the policy, in eval mode on its own device; ``version`` is the learner iteration of its weights."""
+    """A copy of the policy, in eval mode on its own device; ``version`` is the learner iteration of its weights.
 
-    def __init__(self, cfg: Any, policy: Any, version: int):
+    Built as the trainer builds its policy (``make_policy`` of ``policy_cfg``, the same architecture and LoRA
+    wrapping; its checkpoint folder must be readable here), then given the learner's ``state``.
+    """
+
+    def __init__(self, cfg: Any, policy_cfg: Any, dims: tuple[int, int], state: dict, version: int):
         apply_thread_plan("rollout", cfg)
         device = "cuda" if cfg.placement.rollout_gpus > 0 else "cpu"
-        self.policy, self.version = policy.to(device).eval(), version
+        self.policy = make_policy(dataclasses.replace(policy_cfg, device=device), *dims).eval()
+        self.version = self.load_weights(state, version)
 
     def load_weights(self, state: dict[str, torch.Tensor], version: int) -> int:
         self.policy.load_state_dict(state)
@@ -102,7 +109,7 @@ class RolloutWorker:
 
     def values(self, obs: dict[str, Any]) -> torch.Tensor:
         """V of every observation row ``[N]`` (``rollout.collector.state_values``)."""
-        return state_values(self.policy, obs)
+        return state_values(self.policy, concat([obs]))  # a writable copy of what Ray hands over read-only
 
     def info(self) -> dict[str, Any]:
         return {"version": self.version, "rss_mb": process_rss_mb(), "threads": torch.get_num_threads()}
