@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import ray
 import torch
-from ray.exceptions import RayActorError, RayError
+from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from vlarl.distributed.placement import Plan, actor_options
 from vlarl.distributed.workers import EnvWorker, RolloutWorker, concat
@@ -33,6 +33,18 @@ from vlarl.rollout.collector import EpisodeRecorder, decisions
 from vlarl.rollout.schema import Batch
 
 MAX_RECOVERIES = 3  # env-worker deaths survived per collection
+START_TIMEOUT_S = 300
+
+
+def wait_started(refs: list[Any], what: str) -> None:
+    """Wait for the first calls of newly started actors; a clear error when Ray cannot place them."""
+    try:
+        ray.get(refs, timeout=START_TIMEOUT_S)
+    except GetTimeoutError:
+        raise RuntimeError(
+            f"{what} did not start in {START_TIMEOUT_S} s: the Ray cluster has not the CPUs/GPUs it asks for free "
+            f"(available now: {ray.available_resources()}; do other actors hold the rest?)"
+        ) from None
 
 
 class EnvWorkers:
@@ -44,6 +56,7 @@ class EnvWorkers:
         self.spec = make_backend(cfg.env).spec(cfg.env.num_envs)
         self._actor = ray.remote(EnvWorker).options(**actor_options(cfg.placement, "env_worker"))
         self.actors = [self._start(w) for w in range(plan.workers)]
+        wait_started([actor.rss_mb.remote() for actor in self.actors], "the env workers")
         self.restarts = 0
 
     def _start(self, w: int) -> Any:
@@ -145,7 +158,7 @@ class PlacedCollector:
         if self.rollout is None:
             actor = ray.remote(RolloutWorker).options(**actor_options(self.cfg.placement, "rollout"))
             self.rollout = actor.remote(self.cfg, self.policy_cfg, self.dims, state, version)
-            ray.get(self.rollout.info.remote())
+            wait_started([self.rollout.info.remote()], "the rollout worker")
         else:
             ray.get(self.rollout.load_weights.remote(state, version))
         self.version = version
