@@ -106,7 +106,9 @@ def test_a_killed_env_worker_is_restarted_and_the_batch_is_unchanged(placed, ser
         del collector._fetch
     assert venv.restarts == 1 and venv.actors[0] is not killed[0]
     assert_same_batch(batch, serial_batch)  # no transition lost or repeated
-    assert_same_batch(trainer.collect(), serial_batch)  # and the restarted worker serves the next collection
+    ray.kill(venv.actors[1])  # between collections: the next reset finds it dead
+    assert_same_batch(trainer.collect(), serial_batch)
+    assert venv.restarts == 2
 
 
 def test_one_iteration_updates_the_parameters_as_serial_does(placed, fresh_policy, tmp_path):

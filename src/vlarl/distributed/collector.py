@@ -102,6 +102,7 @@ class EnvWorkers:
         for w in dead:
             self.actors[w] = self._start(w)
             self.restarts += 1
+        wait_started([self.actors[w].rss_mb.remote() for w in dead], "a restarted env worker")
         refs = []
         for w, actor in enumerate(self.actors):
             pieces = self.plan.worker_pieces(w)
@@ -204,6 +205,15 @@ class PlacedCollector:
                 pass
         pending.clear()
 
+    @staticmethod
+    def _recover(error: RayError, venv: EnvWorkers, seed: int, options: dict, history: list, tries: int) -> list[Any]:
+        """Each piece's observation ref after restarting dead env workers and replaying ``history``; re-raises
+        ``error`` when no env worker had died (the rollout worker, or a bug) or after ``MAX_RECOVERIES``."""
+        obs = venv.recover(seed, options, history) if tries < MAX_RECOVERIES else None
+        if obs is None:
+            raise error
+        return obs
+
     def _values(self, obs: dict[str, Any]) -> torch.Tensor:
         return ray.get(self.rollout.values.remote(obs))
 
@@ -225,11 +235,16 @@ class PlacedCollector:
             self.sync_weights(policy, policy_version)
         options = {"task": list(tasks), "init_seed": list(init_seeds)}
         n = decisions(max_steps, policy.chunk_len)
-        obs = venv.reset(seed, options)
-        recorder = EpisodeRecorder(concat(ray.get(obs)), self._values)
         history: list[np.ndarray] = []  # each recorded decision's actions [B, K, A], for a replay
-        pending: dict[int, Decision] = {}
         t, recoveries = 0, 0
+        obs = venv.reset(seed, options)
+        try:
+            first = ray.get(obs)
+        except RayError as error:  # a worker died since the last collection
+            obs = self._recover(error, venv, seed, options, history, recoveries)
+            recoveries, first = 1, ray.get(obs)
+        recorder = EpisodeRecorder(concat(first), self._values)
+        pending: dict[int, Decision] = {}
         while True:
             for d in (t, t + 1):  # decision t and, run ahead, t + 1
                 if d < n and d not in pending:
@@ -239,9 +254,7 @@ class PlacedCollector:
                 out, next_obs, result = self._fetch(pending[t])
             except RayError as error:
                 self._drain(pending)
-                obs = venv.recover(seed, options, history) if recoveries < MAX_RECOVERIES else None
-                if obs is None:
-                    raise error
+                obs = self._recover(error, venv, seed, options, history, recoveries)
                 recoveries += 1
                 continue
             del pending[t]
