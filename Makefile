@@ -23,9 +23,9 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 # The tests also cover the simulators of the other extras: LIBERO (~0.6 GB of scene assets from PyPI) and
-# ManiSkill, whose SAPIEN needs a Vulkan driver (on Debian 12: Mesa 25 from bookworm-backports).
+# ManiSkill, whose SAPIEN needs a Vulkan driver (on Debian 12: Mesa 25 from bookworm-backports); and the Ray placements.
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[metaworld,libero,maniskill,dev]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[metaworld,libero,maniskill,ray,dev]'
 	@touch $@
 
 vulkan-deps:

@@ -2,8 +2,9 @@
 
 One iteration runs the stages collect (one episode per env) -> score -> advantages -> update (the
 learner's epochs) -> sync_weights, then log / checkpoint / eval; a placement changes who runs a stage,
-not the loop. Every random draw of iteration i is seeded by (run.seed, i), so a run
-resumed from the checkpoint of iteration i repeats the uninterrupted run exactly.
+not the loop: a ``placement.mode`` other than serial collects with Ray env and rollout workers
+(``vlarl.distributed``), with ``collect_episodes``'s signature and result. Every random draw of iteration i is
+seeded by (run.seed, i), so a run resumed from the checkpoint of iteration i repeats the uninterrupted run exactly.
 """
 
 from __future__ import annotations
@@ -52,21 +53,25 @@ class Trainer:
         apply_thread_plan("policy", cfg)  # the CLI did it before torch loaded; this covers library callers
         t = cfg.trainer
         self.group_size = cfg.algo.group_size if cfg.algo.name == "grpo" else 1  # ppo: every episode on its own
-        start = start_checkpoint(cfg, self.console)
-        self.venv = envs.make(cfg.env)
+        policy_cfg = dataclasses.replace(cfg.policy, checkpoint=str(start_checkpoint(cfg, self.console)))
+        self.placed = cfg.placement.mode != "serial"
+        if self.placed:
+            from vlarl.distributed import place
+
+            self.venv, self.collector = place(cfg, policy_cfg)
+        else:
+            self.venv, self.collector = envs.make(cfg.env), collect_episodes
         spec = self.venv.spec
         self.curriculum = None
         if t.curriculum == "success":
             self.curriculum = SuccessCurriculum(spec.tasks, t.curriculum_window, self.group_size, t.curriculum_floor)
         fixed = parse_fixed_states(t.fixed_states, spec.tasks)
         self.schedule = GroupSchedule(spec.tasks, spec.env_tasks, self.group_size, fixed, self.curriculum)
-        self.policy = make_policy(
-            dataclasses.replace(cfg.policy, checkpoint=str(start)), spec.action_dim, spec.proprio_dim
-        )
+        self.policy = make_policy(policy_cfg, spec.action_dim, spec.proprio_dim)
         self.sampling = rollout_sampling(cfg)
         if cfg.placement.learner_ranks > 1:  # FSDP2 ranks on Ray; the driver's policy is the rollout copy
             dims = (spec.action_dim, spec.proprio_dim)
-            self.learner = LearnerGroup(self.policy, cfg, str(start), dims, self.sampling.temperature)
+            self.learner = LearnerGroup(self.policy, cfg, policy_cfg.checkpoint, dims, self.sampling.temperature)
         else:
             self.learner = Learner(self.policy, cfg, self.sampling.temperature)
         self.iteration = 0
@@ -95,7 +100,7 @@ class Trainer:
         kept, collected = [], []
         for r in range(cfg.trainer.rounds * (cfg.algo.ds_max_rounds if dynamic else 1)):
             tasks, seeds = self.schedule(self.iteration, r, np.random.default_rng(self._seed(1, r)))
-            batch = collect_episodes(
+            batch = self.collector(
                 self.policy,
                 self.venv,
                 tasks,
@@ -133,9 +138,11 @@ class Trainer:
         return self.learner.update(batch, adv, ret, np.random.default_rng(self._seed(3)), warmup)
 
     def sync_weights(self) -> None:
-        """Publish the learner's weights to the rollout policy (a learner group's gathered weights; the serial
-        learner trains the rollout policy itself)."""
+        """Publish the learner's weights as the next iteration's version: a learner group's gathered weights into the
+        driver's policy, then to a placement's rollout worker (serial rollouts use the driver's policy itself)."""
         self.learner.sync()
+        if self.placed:
+            self.collector.sync_weights(self.policy, self.iteration + 1)
 
     # ---- checkpoints --------------------------------------------------------------------------
     def save(self) -> Path:
@@ -241,9 +248,15 @@ class Trainer:
         if before is not None:
             self.console.print(before_after_table(before, after))
         self.metrics.close()
-        self.venv.close()
-        self.learner.close()
+        self.close()
         return summary
+
+    def close(self) -> None:
+        """Close the envs (and a placement's workers and Ray session) and the learner (a group's ranks)."""
+        self.venv.close()
+        if self.placed:
+            self.collector.close()
+        self.learner.close()
 
 
 def run_train(cfg: TrainCommand, run_dir: Path, console: Console | None = None) -> dict[str, Any]:

@@ -47,7 +47,7 @@ def test_the_batch_holds_the_actions_sent_the_rewards_returned_and_the_version(
     tmp_path, fresh_policy, fresh_oft_policy, family
 ):
     start, k, extra = (fresh_policy, 1, ()) if family == "openvla" else (fresh_oft_policy, 2, OFT)
-    trainer = Trainer(toy_train_config(start, "env.num_envs=8", "env.reward=dense", *extra), tmp_path / "run")
+    trainer = Trainer(toy_train_config(start, "env.num_envs=16", "env.reward=dense", *extra), tmp_path / "run")
     trainer.venv = Recording(trainer.venv)
     trainer.iteration = 3  # as after three updates
     batch = trainer.collect()

@@ -179,7 +179,25 @@ def _cross_problems(cfg: Any) -> list[str]:
         problems.append(
             f"eval.trials_per_task={ev.trials_per_task}: must be <= env.num_eval_init_states={env.num_eval_init_states}"
         )
-    return problems
+    return problems + _placement_problems(getattr(cfg, "placement", None), env)
+
+
+def _placement_problems(placement: Any, env: Any) -> list[str]:
+    """How the envs split over workers and stages (resources are checked against the cluster at start:
+    vlarl.distributed.placement)."""
+    if placement is None or placement.mode == "serial":
+        return []
+    workers, stages, n = placement.env_workers, placement.pipeline_stages, env.num_envs
+    if n % workers:
+        return [f"placement.env_workers={workers}: must divide env.num_envs={n} (each worker steps n / workers envs)"]
+    if placement.mode == "hybrid" and (stages < 2 or (n // workers) % stages):
+        return [
+            f"placement.pipeline_stages={stages}: hybrid needs >= 2 stages dividing the {n // workers} envs of each "
+            f"env worker (env.num_envs={n} / placement.env_workers={workers})"
+        ]
+    if placement.mode != "hybrid" and stages != 1:
+        return [f"placement.pipeline_stages={stages}: only mode 'hybrid' pipelines stages; set 1 or mode=hybrid"]
+    return []
 
 
 def validate(cfg: Any) -> None:

@@ -420,8 +420,24 @@ class TrainerConfig:
 
 @dataclass
 class PlacementConfig:
-    """Who runs each stage (``vlarl.distributed``): the learner's ranks; Ray joins or starts a cluster."""
+    """Who runs each stage (vlarl.distributed): the rollout in this process (serial) or on Ray actors, on which CPU
+    shares; the learner in this process or over FSDP2 ranks."""
 
+    mode: str = doc(
+        "serial",
+        "'serial': envs and policy in this process, no Ray (the reference). Ray actors: 'collocated' (env workers "
+        "and the rollout worker share the CPUs and take turns), 'disaggregated' (disjoint CPU shares; the policy "
+        "infers for one env worker while the others step), 'hybrid' (disjoint shares, each worker's envs split "
+        "into `pipeline_stages` groups: the policy infers for one stage while the simulator steps the other).",
+        choices=("serial", "collocated", "disaggregated", "hybrid"),
+    )
+    env_workers: int = doc(1, "Env-worker actors; each steps a contiguous slice of env.num_envs.", ge=1)
+    pipeline_stages: int = doc(
+        1, "hybrid: groups each worker's envs are split into (>= 2, dividing its envs); 1 in other modes.", ge=1
+    )
+    env_cpus: float = doc(1.0, "CPUs each env worker takes from Ray's pool (its simulators run 1 thread).", gt=0)
+    rollout_cpus: float = doc(1.0, "CPUs of the rollout (inference) worker; its torch threads (at least 1).", gt=0)
+    rollout_gpus: float = doc(0.0, "GPUs of the rollout worker; 0 infers on CPU.", ge=0)
     learner_ranks: int = doc(
         1,
         "Learner ranks: 1 learns in the driver (serial); N > 1 shards the policy over N Ray actors of "
@@ -429,8 +445,13 @@ class PlacementConfig:
         ge=1,
     )
     learner_cpus: int = doc(1, "CPUs (and torch threads) of each learner rank.", ge=1)
-    ray_address: str = doc("", "Ray cluster to join ('auto' or '<host>:<port>' of `ray start --head`); empty: local.")
-    ray_log_level: str = doc("error", "Ray's log level.", choices=("debug", "info", "warning", "error"))
+    num_cpus: int = doc(0, "CPUs of a local Ray instance; 0: this machine's cores. Ignored when joining.", ge=0)
+    ray_address: str = doc(
+        "",
+        "Empty: start a local Ray instance (no dashboard, no auth token; stopped at exit). 'auto' or 'host:port': "
+        "join the cluster started by `ray start --head`.",
+    )
+    log_level: str = doc("error", "Ray's log level.", choices=("debug", "info", "warning", "error"))
 
 
 @dataclass

@@ -122,15 +122,18 @@ class LearnerGroup:
     def __init__(self, policy: Any, cfg: Any, checkpoint: str, dims: tuple[int, int], temperature: float):
         import ray
 
-        from vlarl.distributed.ray_session import start_ray
+        from vlarl.distributed.collector import wait_started
+        from vlarl.distributed.placement import cluster_check, start_ray
 
         if cfg.algo.kl_coef > 0:
             raise ValueError("algo.kl_coef > 0 keeps a reference copy, not offered with placement.learner_ranks > 1")
-        start_ray(cfg)
+        start_ray(cfg.placement)
+        cluster_check(cfg.placement)
         self.policy, self.cfg = policy, cfg
         self.use_value = estimator_name(cfg.algo) == "gae"  # as the serial Learner's
         actor = ray.remote(num_cpus=cfg.placement.learner_cpus)(LearnerRank)
         self.ranks = [actor.remote(cfg, checkpoint, dims, temperature, r) for r in range(cfg.placement.learner_ranks)]
+        wait_started([rank.node.remote() for rank in self.ranks], f"{len(self.ranks)} learner ranks")
         self._all("setup", ray.get(self.ranks[0].address.remote()))
 
     def _all(self, method: str, *args: Any) -> list[Any]:

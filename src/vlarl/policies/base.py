@@ -1,4 +1,5 @@
-"""What the trainer, evaluation and rollout code may use of a policy: ``VLAPolicy``, ``Sampling``, ``ActOutput``.
+"""What the trainer, evaluation and rollout code may use of a policy: ``VLAPolicy``, ``Sampling``, ``ActOutput``,
+and the random streams ``act`` draws from (``EnvGenerators``, ``randn``, ``categorical``).
 
 Shapes: B envs (or learner rows), K chunk length (actions per decision, ``policy.chunk_len``; 1 for
 single-step policies), A action dims. A policy family (a folder under ``policies/``) implements the
@@ -7,6 +8,7 @@ protocol, on a ``torch.nn.Module``; nothing outside ``policies/`` reads a family
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -32,6 +34,68 @@ class Sampling:
 
 SAMPLE = Sampling()  # a plain draw at temperature 1
 GREEDY = Sampling(greedy=True)
+
+
+class EnvGenerators:
+    """One random stream per env of a decision: env ``env_ids[i]``'s draws come from a generator seeded by
+    (``seed``, its env id, ``decision``) alone, so they do not depend on which other envs share the batch (a
+    placement splits the envs over workers and pipeline stages) nor on what was drawn before (a replayed decision
+    draws the same).
+
+    A draw of shape ``[N, ...]`` gives the i-th env rows ``i * N/E .. (i+1) * N/E - 1`` (E envs): one row each, or
+    an env's K x A tokens flattened into consecutive rows. Pickles as its three numbers (generators are made where
+    it is drawn from, on the device asked for).
+    """
+
+    def __init__(self, seed: int, env_ids: Sequence[int], decision: int):
+        self.seed, self.env_ids, self.decision = int(seed), [int(e) for e in env_ids], int(decision)
+        self._streams: dict[str, list[torch.Generator]] = {}
+
+    def __len__(self) -> int:
+        return len(self.env_ids)
+
+    def __reduce__(self):
+        return EnvGenerators, (self.seed, self.env_ids, self.decision)
+
+    def streams(self, device: torch.device | str) -> list[torch.Generator]:
+        key = str(device)
+        if key not in self._streams:
+            seeds = (np.random.default_rng([self.seed, e, self.decision]).integers(2**63) for e in self.env_ids)
+            self._streams[key] = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+        return self._streams[key]
+
+    def draw(self, fill: str, shape: Sequence[int], device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
+        """``shape`` filled by ``Tensor.<fill>_`` (``normal``, ``exponential``), each env's rows from its stream."""
+        n, envs = shape[0], len(self.env_ids)
+        if n % envs:
+            raise ValueError(f"a draw of {n} rows cannot be split evenly over {envs} envs' streams")
+        out = torch.empty((n, *shape[1:]), device=device, dtype=dtype)
+        for rows, g in zip(out.split(n // envs), self.streams(device)):
+            getattr(rows, f"{fill}_")(generator=g)
+        return out
+
+
+Generator = torch.Generator | EnvGenerators | None
+"""What ``act`` draws from: a torch generator (one stream for the batch), per-env streams, or None (torch's global)."""
+
+
+def randn(shape: Sequence[int], generator: Generator, device: torch.device | str, dtype=torch.float32) -> torch.Tensor:
+    """Standard normal draws of ``shape`` from ``generator``."""
+    if isinstance(generator, EnvGenerators):
+        return generator.draw("normal", shape, device, dtype)
+    return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+
+
+def categorical(probs: torch.Tensor, generator: Generator) -> torch.Tensor:
+    """One index per row of ``probs [N, V]`` (rows sum to 1), drawn from ``generator``: ``[N]`` int64.
+
+    Per-env streams use the exponential race ``argmax(p / E)``, E ~ Exp(1) per entry, as ``torch.multinomial``
+    does for one sample, with each env's E from its own stream.
+    """
+    if isinstance(generator, EnvGenerators):
+        race = generator.draw("exponential", probs.shape, probs.device, probs.dtype)
+        return (probs / race).argmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
 @dataclass
@@ -60,10 +124,8 @@ class VLAPolicy(Protocol):
     def prepare(self, obs: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Env observations (image, instruction, proprio rows) -> model inputs."""
 
-    def act(
-        self, obs: dict[str, Any], sampling: Sampling = SAMPLE, generator: torch.Generator | None = None
-    ) -> ActOutput:
-        """One batched decision for B envs."""
+    def act(self, obs: dict[str, Any], sampling: Sampling = SAMPLE, generator: Generator = None) -> ActOutput:
+        """One batched decision for B envs, its random draws from ``generator`` (via ``randn`` / ``categorical``)."""
 
     def evaluate(
         self,

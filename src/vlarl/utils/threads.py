@@ -3,7 +3,8 @@
 A run on C cores (``os.sched_getaffinity``) has one policy process (the driver: forward passes, updates)
 and ``env.num_workers`` env-worker processes (MuJoCo stepping and software rendering):
 
-- ``env_worker``: 1 thread;
+- ``env_worker``: 1 thread (also a Ray env worker of a placement, ``vlarl.distributed``);
+- ``rollout``: a placement's inference worker: its CPU share, ``placement.rollout_cpus`` (at least 1);
 - ``learner_rank``: a learner-group rank's ``placement.learner_cpus``;
 - ``policy``: ``run.threads``, or C minus the env workers that compute while it does (at least 1). The serial
   drivers step the envs and run the policy in turn (a waiting worker sleeps on its pipe), so there the policy
@@ -25,7 +26,8 @@ When each setting takes effect:
   31-57 steps/s, where set before it gave 724, under foreign load). So the CLI applies the plan before it
   imports torch or numpy, and env workers get them in the environment they are spawned with
   (``worker_environ`` around ``Process.start``); ``apply_thread_plan("env_worker")`` at the worker's entry
-  then covers torch, should the worker import it. A library caller that imported torch already gets the
+  then covers torch, should the worker import it (Ray actors get the variables from their ``runtime_env``
+  and call ``apply_thread_plan`` as they start). A library caller that imported torch already gets the
   thread counts but not the wait policy.
 """
 
@@ -37,7 +39,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-ROLES = ("policy", "env_worker", "learner_rank")
+ROLES = ("policy", "env_worker", "rollout", "learner_rank")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY")
 
 
@@ -50,15 +52,15 @@ def machine_cores() -> int:
 
 
 def plan_threads(role: str, env_workers: int = 0, requested: int = 0, cores: int | None = None) -> int:
-    """Threads of a process in ``role``: 1 for an env worker; ``requested``, or ``cores - env_workers``
-    (at least 1), for the policy process."""
+    """Threads of a process in ``role``: 1 for an env worker; ``requested`` (at least 1) for a rollout worker;
+    ``requested``, or ``cores - env_workers`` (at least 1), for the policy process."""
     if role not in ROLES:
         raise ValueError(f"unknown thread-plan role {role!r}; choose one of {', '.join(ROLES)}")
     if requested < 0:
         raise ValueError(f"run.threads={requested} must be >= 0 (0: the machine's cores minus the env workers)")
     if role == "env_worker":
         return 1
-    if role == "learner_rank":
+    if role in ("rollout", "learner_rank"):
         return max(1, requested)
     if requested:
         return requested
@@ -74,16 +76,19 @@ def thread_env(threads: int) -> dict[str, str]:
 def apply_thread_plan(role: str, cfg: Any = None, concurrent_workers: int = 0) -> int:
     """Set this process's threads for ``role``; returns their number.
 
-    ``cfg``: a command config (``run.threads``; ``placement.learner_cpus`` for a learner rank).
-    ``concurrent_workers``: env workers that compute while the policy does (a pipelined placement); 0 for the
-    serial drivers.
+    ``cfg``: a command config: ``run.threads`` for the policy role, ``placement.rollout_cpus`` (whole CPUs) for
+    the rollout role, ``placement.learner_cpus`` for a learner rank. ``concurrent_workers``: env workers that
+    compute while the policy does (a pipelined placement); 0 for the serial drivers.
     Sets the variables of ``thread_env`` in ``os.environ`` (see the module docstring for when they act)
     and, when torch is imported already, its intra- and inter-op threads (a torch imported later reads
     ``OMP_NUM_THREADS``).
     """
-    requested = getattr(getattr(cfg, "run", None), "threads", 0)
-    if role == "learner_rank":
+    if role == "rollout":
+        requested = int(cfg.placement.rollout_cpus)
+    elif role == "learner_rank":
         requested = cfg.placement.learner_cpus
+    else:
+        requested = getattr(getattr(cfg, "run", None), "threads", 0)
     threads = plan_threads(role, concurrent_workers if role == "policy" else 0, requested)
     os.environ.update(thread_env(threads))
     if "torch" in sys.modules:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vlarl.policies.base import SAMPLE, ActOutput, Sampling
+from vlarl.policies.base import SAMPLE, ActOutput, Generator, Sampling, categorical
 from vlarl.policies.openvla.action_tokenizer import ActionNormStats, ActionTokenizer
 from vlarl.policies.openvla.modeling import PrismaticVLA
 
@@ -162,7 +162,7 @@ class OpenVLAPolicy(nn.Module):
         return self.value_head((hidden * m).sum(1) / m.sum(1).clamp(min=1))
 
     @staticmethod
-    def _sample(logp: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> torch.Tensor:
+    def _sample(logp: torch.Tensor, sampling: Sampling, generator: Generator) -> torch.Tensor:
         if sampling.greedy:
             return logp.argmax(-1)
         masked = logp.clone()
@@ -174,12 +174,10 @@ class OpenVLAPolicy(nn.Module):
             cum = sorted_lp.softmax(-1).cumsum(-1)
             drop = cum - sorted_lp.softmax(-1) >= sampling.top_p
             masked.scatter_(-1, order, sorted_lp.masked_fill(drop, -float("inf")))
-        return torch.multinomial(masked.softmax(-1), 1, generator=generator).squeeze(-1)
+        return categorical(masked.softmax(-1), generator)
 
     @torch.no_grad()
-    def act(
-        self, obs: dict[str, Any], sampling: Sampling = SAMPLE, generator: torch.Generator | None = None
-    ) -> ActOutput:
+    def act(self, obs: dict[str, Any], sampling: Sampling = SAMPLE, generator: Generator = None) -> ActOutput:
         """One batched call for all envs: decode A action tokens with a KV cache."""
         inputs = self.prepare(obs)
         embeds, mask = self.model.embed_prefix(**inputs)

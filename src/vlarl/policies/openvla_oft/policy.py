@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vlarl.policies.base import SAMPLE, ActOutput, Sampling
+from vlarl.policies.base import SAMPLE, ActOutput, Generator, Sampling
 from vlarl.policies.openvla.modeling import PrismaticVLA
 from vlarl.policies.openvla.policy import OpenVLAPolicy, ValueHead
 from vlarl.policies.openvla_oft.heads import L1Head
@@ -98,9 +98,7 @@ class OFTPolicy(OpenVLAPolicy):
         return self._value(*prefix)
 
     @torch.no_grad()
-    def act(
-        self, obs: dict[str, Any], sampling: Sampling = SAMPLE, generator: torch.Generator | None = None
-    ) -> ActOutput:
+    def act(self, obs: dict[str, Any], sampling: Sampling = SAMPLE, generator: Generator = None) -> ActOutput:
         """One batched pass for all envs: a chunk ``[B, K, A]`` each, its tokens drawn independently."""
         inputs = self.prepare(obs)
         logits, slots, *prefix = self._parallel(self.model, inputs)

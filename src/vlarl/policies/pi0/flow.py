@@ -36,6 +36,8 @@ from dataclasses import dataclass
 
 import torch
 
+from vlarl.policies.base import Generator, randn
+
 METHODS = ("flow_ode", "flow_sde", "flow_noise")
 
 StepFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
@@ -163,7 +165,7 @@ def sample(
     method: str = "flow_sde",
     noise_level: float = 0.5,
     denoise_step: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generator = None,
 ) -> FlowSample:
     """Denoise ``noise [B, K, A]`` over N steps with ``method``; ``denoise_step [B]`` makes only that step of each
     row stochastic (the others follow the ODE), as πRL's one-step training option; ``None`` = every step."""
@@ -188,7 +190,7 @@ def sample(
             x_next, logp = ode_mean, torch.zeros_like(x)
         else:
             mean, std = transition(x, v, grid[i], 1 / num_steps, method, sigma[i], log_std)
-            z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            z = randn(x.shape, generator, x.device, x.dtype)
             on = stochastic[:, i, None, None]
             x_next = torch.where(on, mean + std * z, ode_mean)
             logp = torch.where(on, gaussian_log_prob(x_next, mean, std), torch.zeros_like(x))

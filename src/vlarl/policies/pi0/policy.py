@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vlarl.policies.base import SAMPLE, ActOutput, Sampling
+from vlarl.policies.base import SAMPLE, ActOutput, Generator, Sampling, categorical, randn
 from vlarl.policies.openvla.modeling import PrismaticVLA
 from vlarl.policies.openvla.policy import OpenVLAPolicy
 from vlarl.policies.pi0 import flow
@@ -171,18 +171,17 @@ class Pi0Policy(OpenVLAPolicy):
         return chain
 
     @torch.no_grad()
-    def act(
-        self, obs: dict[str, Any], sampling: Sampling = SAMPLE, generator: torch.Generator | None = None
-    ) -> ActOutput:
+    def act(self, obs: dict[str, Any], sampling: Sampling = SAMPLE, generator: Generator = None) -> ActOutput:
         """A chunk ``[B, K, A]`` per env: Flow-SDE/Flow-Noise draws (``GREEDY``: the ODE), log-probs ``[B, K, A]``."""
         inputs = self.prepare(obs)
         prefix = self._prefix(inputs)
         shape = (len(obs["instruction"]), self.chunk_len, self.action_dim)
-        noise = torch.randn(shape, generator=generator, device=self.device)
+        noise = randn(shape, generator, self.device)
         method = "flow_ode" if sampling.greedy else self.noise_method
         one = None  # joint: every step stochastic; else one uniform step per row (the rest follow the ODE)
         if not (self.joint_logprob or sampling.greedy):
-            one = torch.randint(self.denoise_steps, (len(noise),), generator=generator, device=self.device)
+            uniform = torch.full((len(noise), self.denoise_steps), 1.0 / self.denoise_steps, device=self.device)
+            one = categorical(uniform, generator)
         step = self._step(prefix, inputs)
         out = flow.sample(step, noise, self.denoise_steps, method, self.noise_level, one, generator)
         normalised = out.actions.cpu().numpy()
