@@ -49,13 +49,14 @@ def _assert_same(state, expected, atol=2e-6):
         torch.testing.assert_close(state[key], value, atol=atol, rtol=0, msg=key)
 
 
-def _assert_serial(state, serial_state):
-    """Within 2e-6 of the serial update, but the attention key biases: they get no gradient in exact arithmetic
-    (softmax is shift-invariant), so Adam turns their float noise into steps of about lr that no summation order
-    reproduces (measured: 5e-6 apart where the serial step moved them 1.4e-5)."""
+def _assert_serial(state, serial_state, lr=3e-4):
+    """Within 2% of the learning rate per element of the serial update (Adam moves an element by about lr at most,
+    and where its gradient is near 0, float summation order flips part of that step: measured up to 3.7e-6 at
+    lr 3e-4), but the attention key biases: they get no gradient in exact arithmetic (softmax is shift-invariant),
+    so Adam turns their float noise into steps of about lr that no summation order reproduces."""
     gradient_free = {k for k in serial_state if k.endswith("k_proj.bias")}
-    _assert_same(state, {k: v for k, v in serial_state.items() if k not in gradient_free})
-    _assert_same(state, {k: serial_state[k] for k in gradient_free}, atol=1e-4)
+    _assert_same(state, {k: v for k, v in serial_state.items() if k not in gradient_free}, atol=0.02 * lr)
+    _assert_same(state, {k: serial_state[k] for k in gradient_free}, atol=lr)
 
 
 def test_two_fsdp2_ranks_update_as_the_serial_learner_and_resume_exactly(
@@ -70,6 +71,9 @@ def test_two_fsdp2_ranks_update_as_the_serial_learner_and_resume_exactly(
     moved = max((state[k] - before[k]).abs().max().item() for k in state)
     assert moved > 1e-4  # the update changed the weights, so the comparison has teeth
     _assert_serial(state, serial_state)
+    step = torch.cat([(serial_state[k] - before[k]).flatten() for k in before])
+    gap = torch.cat([(state[k] - serial_state[k]).flatten() for k in before])
+    assert gap.norm() < 1e-2 * step.norm()  # the update as a whole is the serial one
     for key in ("policy/loss", "value/loss", "policy/approx_kl", "grad_norm"):
         assert metrics[key] == pytest.approx(serial_metrics[key], rel=1e-4, abs=1e-6), key
     assert metrics["samples"] == serial_metrics["samples"] and metrics["steps_taken"] == 1.0
