@@ -242,9 +242,9 @@ def _load_weights(policy: Pi0Policy, tensors: dict[str, torch.Tensor], path: Pat
     }
     for name in PROJECTIONS:
         module = getattr(expert, name)
-        part = {k: cut.get(name, lambda w: w)(v) for k, v in _part(tensors, f"{name}.").items()}
         if module is None:  # no state token (proprio_dim 0): LeRobot's state_proj goes unused
             continue
+        part = {k: cut.get(name, lambda w: w)(v) for k, v in _part(tensors, f"{name}.").items()}
         load_module(module, part, f"{path} ({name})")
     known = (*groups, *(f"{n}." for n in PROJECTIONS), *UNUSED)
     stray = sorted(k for k in tensors if not k.startswith(known))
