@@ -69,7 +69,7 @@ class Trainer:
         self.schedule = GroupSchedule(spec.tasks, spec.env_tasks, self.group_size, fixed, self.curriculum)
         self.policy = make_policy(policy_cfg, spec.action_dim, spec.proprio_dim)
         self.sampling = rollout_sampling(cfg)
-        if cfg.placement.learner_ranks > 1:  # FSDP2 ranks on Ray; the driver's policy is the rollout copy
+        if cfg.placement.learner_ranks > 1:  # FSDP2 or DDP ranks on Ray; the driver's policy is the rollout copy
             dims = (spec.action_dim, spec.proprio_dim)
             self.learner = LearnerGroup(self.policy, cfg, policy_cfg.checkpoint, dims, self.sampling.temperature)
         else:

@@ -1,4 +1,4 @@
-"""The FSDP2 learner group (2 Ray actors of torch.distributed, gloo) against the serial learner on one toy batch:
+"""The learner group (2 Ray actors of torch.distributed, gloo; FSDP2 and DDP) against the serial learner on one toy batch:
 the same update, the same metrics; a checkpoint resumes it exactly; a dead rank stops the run with a clear error."""
 
 from __future__ import annotations
@@ -59,11 +59,12 @@ def _assert_serial(state, serial_state, lr=3e-4):
     _assert_same(state, {k: serial_state[k] for k in gradient_free}, atol=lr)
 
 
-def test_two_fsdp2_ranks_update_as_the_serial_learner_and_resume_exactly(
-    ray_session, fresh_policy, toy_batch, tmp_path
+@pytest.mark.parametrize("strategy", ["fsdp2", "ddp"])
+def test_two_ranks_update_as_the_serial_learner_and_resume_exactly(
+    ray_session, fresh_policy, toy_batch, tmp_path, strategy
 ):
     batch, adv, ret, serial_metrics, serial_state = toy_batch
-    group, policy = _group(fresh_policy)
+    group, policy = _group(fresh_policy, f"placement.learner_strategy={strategy}")
     before = {k: v.clone() for k, v in policy.state_dict().items()}
     metrics = group.update(batch, adv, ret, np.random.default_rng(7), False)
     group.sync()
@@ -84,7 +85,7 @@ def test_two_fsdp2_ranks_update_as_the_serial_learner_and_resume_exactly(
     uninterrupted = {k: v.clone() for k, v in policy.state_dict().items()}
     group.close()
 
-    resumed, resumed_policy = _group(fresh_policy)
+    resumed, resumed_policy = _group(fresh_policy, f"placement.learner_strategy={strategy}")
     resumed.load(tmp_path / "ckpt")  # weights, Adam's moments, the schedule
     resumed.update(batch, adv, ret, np.random.default_rng(8), False)
     resumed.sync()

@@ -440,9 +440,15 @@ class PlacementConfig:
     rollout_gpus: float = doc(0.0, "GPUs of the rollout worker; 0 infers on CPU.", ge=0)
     learner_ranks: int = doc(
         1,
-        "Learner ranks: 1 learns in the driver (serial); N > 1 shards the policy over N Ray actors of "
-        "torch.distributed with FSDP2 (gloo on CPU, NCCL on GPU), each computing its share of every minibatch.",
+        "Learner ranks: 1 learns in the driver (serial); N > 1 spreads the policy over N Ray actors of "
+        "torch.distributed (gloo on CPU, NCCL on GPU), each computing its share of every minibatch.",
         ge=1,
+    )
+    learner_strategy: str = doc(
+        "fsdp2",
+        "With learner_ranks > 1: 'fsdp2' shards parameters, gradients and Adam's state over the ranks (for models "
+        "one device cannot hold); 'ddp' keeps a whole copy per rank and all-reduces the gradients.",
+        choices=("fsdp2", "ddp"),
     )
     learner_cpus: int = doc(1, "CPUs (and torch threads) of each learner rank.", ge=1)
     num_cpus: int = doc(0, "CPUs of a local Ray instance; 0: this machine's cores. Ignored when joining.", ge=0)

@@ -1,5 +1,5 @@
 """Placements on Ray: of the rollout (``placement.mode`` collocated | disaggregated | hybrid; serial needs none),
-and of the learner (``learner_group.LearnerGroup``, ``placement.learner_ranks`` FSDP2 ranks).
+and of the learner (``learner_group.LearnerGroup``, ``placement.learner_ranks`` FSDP2 or DDP ranks).
 
 ``place(cfg)`` connects to Ray (a quiet local instance, or ``placement.ray_address``), checks the placement
 against the cluster and starts the env workers; it returns them (the trainer's vector env: ``spec``,

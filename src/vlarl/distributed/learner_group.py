@@ -1,10 +1,11 @@
-"""The learner group: ``placement.learner_ranks`` ranks of torch.distributed, each a Ray actor holding the policy
-sharded by FSDP2 (``fully_shard`` on every decoder layer, then on the whole policy; gloo on CPU, NCCL on GPU),
-running the serial ``Learner.update`` on its share of each minibatch.
+"""The learner group: ``placement.learner_ranks`` ranks of torch.distributed (gloo on CPU, NCCL on GPU), each a Ray
+actor running the serial ``Learner.update`` on its share of each minibatch, with the policy either sharded by FSDP2
+(``placement.learner_strategy=fsdp2``: ``fully_shard`` on every decoder layer, then on the whole policy) or
+replicated by DDP (``ddp``: a whole copy per rank, gradients all-reduced in backward).
 
 Every rank gets the trainer's minibatch generator (pickled: the same state), so all draw the same minibatches;
 each computes its contiguous ``learner.share`` with its loss scaled by the world size, so FSDP's mean over ranks is
-the serial gradient, and the metrics are averaged over ranks (``target_kl`` stops every rank at the same step).
+the serial gradient (DDP's mean too), and the metrics are averaged over ranks (``target_kl`` stops every rank at the same step).
 Weights leave the group as a full state dict gathered on rank 0 (weight sync and checkpoints), so checkpoints
 keep the serial layout; the optimizer state is saved as FSDP's full (name-keyed) state dict, so a run resumes with
 the same number of ranks. Not offered with several ranks: a KL penalty's reference copy (``algo.kl_coef``).
@@ -39,9 +40,44 @@ def shard_policy(policy: torch.nn.Module) -> torch.nn.Module:
     return policy
 
 
+class _Evaluate(torch.nn.Module):
+    """``forward`` = the policy's ``evaluate``, so DDP's hooks wrap the call the learner's loss goes through."""
+
+    def __init__(self, policy: torch.nn.Module):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, *args: Any) -> Any:
+        return self.policy.evaluate(*args)
+
+
+class ReplicatedPolicy:
+    """DDP: the policy whole on every rank; ``evaluate`` runs through ``DistributedDataParallel``, so each backward
+    all-reduces (averages) the gradients over the ranks. Every other attribute is the policy's own. Parameters no
+    rank used (``find_unused_parameters``) keep no gradient, as serially."""
+
+    def __init__(self, policy: torch.nn.Module):
+        from torch.nn.parallel import DistributedDataParallel
+
+        self.module = policy
+        self.ddp = DistributedDataParallel(_Evaluate(policy), find_unused_parameters=True)
+
+    def evaluate(self, *args: Any) -> Any:
+        return self.ddp(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.module, name)
+
+
+def distribute(policy: torch.nn.Module, strategy: str) -> Any:
+    """The rank's training view of ``policy`` (built on every rank from the same checkpoint): FSDP2 or DDP."""
+    return shard_policy(policy) if strategy == "fsdp2" else ReplicatedPolicy(policy)
+
+
 class LearnerRank:
     """One rank (a Ray actor, possibly on another node): ``setup`` joins the process group at rank 0's address,
-    builds the policy from ``checkpoint`` and shards it; then it learns."""
+    builds the policy from ``checkpoint`` and distributes it; then it learns. ``module`` is the policy whose state
+    dicts are read and written (FSDP2 shards it in place; DDP wraps it)."""
 
     def __init__(self, cfg: Any, checkpoint: str, dims: tuple[int, int], temperature: float, rank: int):
         apply_thread_plan("learner_rank", cfg)
@@ -71,8 +107,8 @@ class LearnerRank:
         os.environ.update(MASTER_ADDR=host, MASTER_PORT=port)
         backend = "nccl" if torch.cuda.is_available() and cfg.policy.device != "cpu" else "gloo"
         dist.init_process_group(backend, rank=self.rank, world_size=world)
-        policy = make_policy(dataclasses.replace(cfg.policy, checkpoint=self.checkpoint), *self.dims)
-        self.policy = shard_policy(policy)
+        self.module = make_policy(dataclasses.replace(cfg.policy, checkpoint=self.checkpoint), *self.dims)
+        self.policy = distribute(self.module, cfg.placement.learner_strategy)
         self.learner = Learner(self.policy, cfg, self.temperature, self.rank, world)
 
     def update(self, batch: Batch, adv: torch.Tensor, ret: torch.Tensor, rng: np.random.Generator, warmup: bool):
@@ -88,8 +124,8 @@ class LearnerRank:
         )
 
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        model = get_model_state_dict(self.policy, options=options)
-        optim = get_optimizer_state_dict(self.policy, self.learner.optimizer, options=options) if optimizer else None
+        model = get_model_state_dict(self.module, options=options)
+        optim = get_optimizer_state_dict(self.module, self.learner.optimizer, options=options) if optimizer else None
         return (model, optim) if self.rank == 0 else None
 
     def load_state(self, model: dict, optim: dict, scheduler: dict) -> None:
@@ -99,10 +135,10 @@ class LearnerRank:
             set_optimizer_state_dict,
         )
 
-        set_model_state_dict(self.policy, model, options=StateDictOptions(full_state_dict=True))
+        set_model_state_dict(self.module, model, options=StateDictOptions(full_state_dict=True))
         # parameters that never got a gradient (e.g. an unused last vision layer) have no Adam state, as serially
         options = StateDictOptions(full_state_dict=True, strict=False)
-        set_optimizer_state_dict(self.policy, self.learner.optimizer, optim, options=options)
+        set_optimizer_state_dict(self.module, self.learner.optimizer, optim, options=options)
         self.learner.scheduler.load_state_dict(scheduler)
 
     def scheduler_state(self) -> dict:
