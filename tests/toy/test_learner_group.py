@@ -1,5 +1,6 @@
-"""The learner group (2 Ray actors of torch.distributed, gloo; FSDP2 and DDP) against the serial learner on one toy batch:
-the same update, the same metrics; a checkpoint resumes it exactly; a dead rank stops the run with a clear error."""
+"""The learner group (2 Ray actors of torch.distributed, gloo; FSDP2 and DDP) against the serial learner on one toy
+batch: the same update, the same metrics; a checkpoint resumes it exactly; a dead rank stops the run with a clear
+error."""
 
 from __future__ import annotations
 

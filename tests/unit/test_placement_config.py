@@ -36,6 +36,9 @@ from vlarl.distributed.placement import actor_options, check_resources, make_pla
         ),
         (["placement.env_cpus=0"], r"placement.env_cpus=0.0: must be > 0"),
         (["placement.log_level=loud"], "placement.log_level='loud': choose one of 'debug'"),
+        (["placement.env_nodes=[role]"], r"placement.env_nodes=\['role'\]: must be key=value items"),
+        (["placement.learner_nodes=[=gpu]"], r"placement.learner_nodes=\['=gpu'\]: must be key=value items"),
+        (["placement.learner_strategy=zero3"], "placement.learner_strategy='zero3': choose one of 'fsdp2', 'ddp'"),
     ],
 )
 def test_bad_placements_are_named_at_load(overrides, message):
@@ -71,6 +74,10 @@ def test_actors_ask_for_their_share_and_start_with_the_thread_plan():
     assert rollout["num_cpus"] == 1.5 and rollout["runtime_env"]["env_vars"]["OMP_NUM_THREADS"] == "1"
     shared = actor_options(PlacementConfig(mode="collocated", rollout_cpus=2), "rollout")
     assert shared["num_cpus"] == 0 and shared["runtime_env"]["env_vars"]["OMP_NUM_THREADS"] == "2"
+    assert "label_selector" not in env  # no labels: any node
+    labelled = PlacementConfig(mode="hybrid", env_nodes=["role=sim", "zone=a"], rollout_nodes=["gpu=h200"])
+    assert actor_options(labelled, "env_worker")["label_selector"] == {"role": "sim", "zone": "a"}
+    assert actor_options(labelled, "rollout")["label_selector"] == {"gpu": "h200"}
 
 
 def test_a_serial_run_does_not_import_ray():

@@ -30,6 +30,15 @@ def doc(
     return field(default=default, metadata=meta)
 
 
+def _is_label(item: Any) -> bool:
+    """A ``key=value`` node label (both parts non-empty)."""
+    key, eq, value = str(item).partition("=")
+    return bool(key and eq and value)
+
+
+LABELS = (lambda v: all(_is_label(x) for x in v), "key=value items")
+
+
 @dataclass
 class RunConfig:
     """Where a run writes and how it is seeded."""
@@ -451,6 +460,22 @@ class PlacementConfig:
         choices=("fsdp2", "ddp"),
     )
     learner_cpus: int = doc(1, "CPUs (and torch threads) of each learner rank.", ge=1)
+    env_nodes: list[str] = doc(
+        [],
+        "Node labels the env workers must run on, as key=value (nodes started with `ray start --labels "
+        "key=value`); []: any node.",
+        rule=LABELS,
+    )
+    rollout_nodes: list[str] = doc(
+        [],
+        "Node labels of the rollout worker (key=value items).",
+        rule=LABELS,
+    )
+    learner_nodes: list[str] = doc(
+        [],
+        "Node labels of the learner ranks (key=value items).",
+        rule=LABELS,
+    )
     num_cpus: int = doc(0, "CPUs of a local Ray instance; 0: this machine's cores. Ignored when joining.", ge=0)
     ray_address: str = doc(
         "",

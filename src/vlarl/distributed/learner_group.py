@@ -4,11 +4,11 @@ actor running the serial ``Learner.update`` on its share of each minibatch, with
 replicated by DDP (``ddp``: a whole copy per rank, gradients all-reduced in backward).
 
 Every rank gets the trainer's minibatch generator (pickled: the same state), so all draw the same minibatches;
-each computes its contiguous ``learner.share`` with its loss scaled by the world size, so FSDP's mean over ranks is
-the serial gradient (DDP's mean too), and the metrics are averaged over ranks (``target_kl`` stops every rank at the same step).
-Weights leave the group as a full state dict gathered on rank 0 (weight sync and checkpoints), so checkpoints
-keep the serial layout; the optimizer state is saved as FSDP's full (name-keyed) state dict, so a run resumes with
-the same number of ranks. Not offered with several ranks: a KL penalty's reference copy (``algo.kl_coef``).
+each computes its contiguous ``learner.share`` with its loss scaled by the world size, so the mean over ranks (FSDP's
+and DDP's reduction) is the serial gradient, and the metrics are averaged over ranks (``target_kl`` stops every rank
+at the same step). Weights leave the group as a full state dict gathered on rank 0 (weight sync and checkpoints), so
+checkpoints keep the serial layout; the optimizer state is saved as a full (name-keyed) state dict, so a run resumes
+with the same number of ranks. Not offered with several ranks: a KL penalty's reference copy (``algo.kl_coef``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vlarl.algorithms.estimate import estimator_name
+from vlarl.distributed.placement import current_node
 from vlarl.rollout.schema import Batch
 from vlarl.utils.threads import apply_thread_plan
 
@@ -92,9 +93,7 @@ class LearnerRank:
             return f"{ray.util.get_node_ip_address()}:{s.getsockname()[1]}"
 
     def node(self) -> str:
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
+        return current_node()
 
     def setup(self, addr: str) -> None:
         import torch.distributed as dist
@@ -159,7 +158,7 @@ class LearnerGroup:
         import ray
 
         from vlarl.distributed.collector import wait_started
-        from vlarl.distributed.placement import cluster_check, start_ray
+        from vlarl.distributed.placement import cluster_check, node_labels, start_ray
 
         if cfg.algo.kl_coef > 0:
             raise ValueError("algo.kl_coef > 0 keeps a reference copy, not offered with placement.learner_ranks > 1")
@@ -167,7 +166,9 @@ class LearnerGroup:
         cluster_check(cfg.placement)
         self.policy, self.cfg = policy, cfg
         self.use_value = estimator_name(cfg.algo) == "gae"  # as the serial Learner's
-        actor = ray.remote(num_cpus=cfg.placement.learner_cpus)(LearnerRank)
+        actor = ray.remote(LearnerRank).options(
+            num_cpus=cfg.placement.learner_cpus, **node_labels(cfg.placement.learner_nodes)
+        )
         self.ranks = [actor.remote(cfg, checkpoint, dims, temperature, r) for r in range(cfg.placement.learner_ranks)]
         wait_started([rank.node.remote() for rank in self.ranks], f"{len(self.ranks)} learner ranks")
         self._all("setup", ray.get(self.ranks[0].address.remote()))

@@ -90,15 +90,27 @@ def check_resources(placement: Any, cpus: float, gpus: float) -> None:
         )
 
 
+def current_node() -> str:
+    """The Ray node id of the calling actor (or driver)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def node_labels(items: list[str]) -> dict[str, Any]:
+    """``ray.remote`` options that keep an actor on nodes with every ``key=value`` label (none: any node)."""
+    return {"label_selector": dict(item.split("=", 1) for item in items)} if items else {}
+
+
 def actor_options(placement: Any, role: str) -> dict[str, Any]:
     """``ray.remote`` options of an env worker (``role="env_worker"``) or the rollout worker (``"rollout"``):
-    its CPU/GPU request and the thread variables of the plan in its environment from the start."""
+    its CPU/GPU request, its node labels and the thread variables of the plan in its environment from the start."""
     env_cpus, rollout_cpus = cpu_requests(placement)
     if role == "env_worker":
-        threads, options = plan_threads("env_worker"), {"num_cpus": env_cpus}
+        threads, options = plan_threads("env_worker"), {"num_cpus": env_cpus} | node_labels(placement.env_nodes)
     else:
         threads = plan_threads("rollout", requested=int(placement.rollout_cpus))
-        options = {"num_cpus": rollout_cpus, "num_gpus": placement.rollout_gpus}
+        options = {"num_cpus": rollout_cpus, "num_gpus": placement.rollout_gpus} | node_labels(placement.rollout_nodes)
     return options | {"runtime_env": {"env_vars": thread_env(threads)}}
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vlarl.distributed.placement import current_node
 from vlarl.envs import make_backend
 from vlarl.envs.base import SyncVectorEnv, process_rss_mb
 from vlarl.policies import make_policy
@@ -68,6 +69,9 @@ class EnvWorker:
     def rss_mb(self) -> float:
         return process_rss_mb()
 
+    def node(self) -> str:
+        return current_node()
+
     def close(self) -> None:
         for env in self.stages:
             env.close()
@@ -113,4 +117,9 @@ class RolloutWorker:
         return state_values(self.policy, concat([obs]))  # a writable copy of what Ray hands over read-only
 
     def info(self) -> dict[str, Any]:
-        return {"version": self.version, "rss_mb": process_rss_mb(), "threads": torch.get_num_threads()}
+        return {
+            "version": self.version,
+            "rss_mb": process_rss_mb(),
+            "threads": torch.get_num_threads(),
+            "node": current_node(),
+        }
