@@ -114,6 +114,30 @@ def test_termination_on_success_with_expert():
     v.close()
 
 
+def test_shaped_reward_is_success_plus_the_change_of_metaworlds_reward_over_10():
+    """The expert's episode twice from one state, dense and shaped: shaped step t = success + (d_t - d_{t-1}) / 10
+    (d_{-1} = 0), so the episode's shaped return telescopes to 1 + d_T / 10."""
+    runs = {}
+    for reward in ("dense", "shaped"):
+        v = envs.make(env_cfg(tasks="[reach-v3]", num_envs=1, max_episode_steps=150, reward=reward))
+        obs, expert, rewards = v.reset(seed=0), envs.make_expert("metaworld", "reach-v3"), []
+        for _ in range(150):
+            obs, r, term, trunc, _ = v.step(expert(obs["state"][0])[None])
+            rewards.append(float(r[0]))
+            if term[0] or trunc[0]:
+                break
+        assert term[0]
+        runs[reward] = np.array(rewards)
+        v.close()
+    dense, shaped = runs["dense"], runs["shaped"]
+    assert len(dense) == len(shaped) > 5
+    success = np.zeros(len(dense))
+    success[-1] = 1.0
+    np.testing.assert_allclose(shaped, success + np.diff(dense, prepend=0.0) / 10, atol=1e-5)
+    assert shaped.sum() == pytest.approx(1 + dense[-1] / 10, abs=1e-4)
+    assert np.abs(np.diff(dense)).max() > 0.01  # the shaping term is not trivially 0
+
+
 def test_step_chunk_matches_single_steps_and_stops_at_episode_end():
     cfg = env_cfg(max_episode_steps=7)
     rng = np.random.default_rng(0)

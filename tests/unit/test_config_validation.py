@@ -52,7 +52,7 @@ BAD = [
     ("demos", "env.num_workers=-1", "env.num_workers=-1", ">= 0"),
     ("demos", "env.image_size=8", "env.image_size=8", ">= 16 and <= 512"),
     ("demos", "env.image_size=1024", "env.image_size=1024", ">= 16 and <= 512"),
-    ("demos", "env.reward=shaped", "env.reward='shaped'", "'sparse', 'dense'"),
+    ("demos", "env.reward=exotic", "env.reward='exotic'", "'sparse', 'dense', 'shaped'"),
     ("demos", "env.render_meshes=low", "env.render_meshes='low'", "'full', 'simplified'"),
     ("demos", "env.action_repeat=0", "env.action_repeat=0", ">= 1"),
     ("demos", "env.max_episode_steps=0", "env.max_episode_steps=0", ">= 1"),
@@ -107,6 +107,7 @@ def test_every_problem_is_listed_at_once():
         ),
         (["algo.ds_low=0.8", "algo.ds_high=0.2"], "algo.ds_low=0.8: must be <= algo.ds_high=0.2"),
         (["env.gripper=openvla"], "env.gripper='openvla': only the libero backend converts the gripper"),
+        (["env.backend=toy", "env.reward=shaped"], "env.reward='shaped': only the metaworld backend shapes"),
         (
             ["eval.trials_per_task=60", "env.num_eval_init_states=50"],
             "eval.trials_per_task=60: must be <= env.num_eval",

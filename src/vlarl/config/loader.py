@@ -157,6 +157,10 @@ def _cross_problems(cfg: Any) -> list[str]:
         )
     if algo is not None and algo.ds_low > algo.ds_high:
         problems.append(f"algo.ds_low={algo.ds_low}: must be <= algo.ds_high={algo.ds_high}")
+    if env is not None and env.reward == "shaped" and env.backend != "metaworld":
+        problems.append(
+            f"env.reward='shaped': only the metaworld backend shapes its reward (use 'dense' on {env.backend})"
+        )
     if env is not None and env.gripper != "env" and env.backend != "libero":
         problems.append(f"env.gripper={env.gripper!r}: only the libero backend converts the gripper (use 'env')")
     demos = getattr(cfg, "demos", None)

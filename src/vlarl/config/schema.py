@@ -102,8 +102,10 @@ class EnvConfig:
     )
     reward: str = doc(
         "sparse",
-        "'sparse': 1 on the success step, else 0; 'dense': the simulator's shaped reward.",
-        choices=("sparse", "dense"),
+        "'sparse': 1 on the success step, else 0; 'dense': the simulator's shaped reward; 'shaped' (MetaWorld): "
+        "sparse plus potential-based shaping by MetaWorld's reward / 10 (an episode's return: success + the "
+        "potential at its end).",
+        choices=("sparse", "dense", "shaped"),
     )
     num_eval_init_states: int = doc(50, "Size of the fixed, seeded evaluation initial-state set per task.", ge=1)
     eval_seed: int = doc(1234, "Seed of the evaluation initial-state sets (disjoint from training draws).")

@@ -12,6 +12,11 @@
 - Cameras are MetaWorld's named cameras (``corner``, ``corner2``, ``corner3``, ``corner4``,
   ``topview``, ``behindGripper``, ``gripperPOV``); MuJoCo renders them upside down and we flip them.
 - ``proprio`` = end-effector xyz and gripper opening (4); ``state`` = MetaWorld's 39-dim observation.
+- Rewards: ``sparse`` 1 on the success step; ``dense`` MetaWorld's shaped reward (0-10 per simulator step,
+  summed over ``action_repeat``); ``shaped`` the sparse reward plus potential-based shaping
+  ``phi(s') - phi(s)``, with phi = MetaWorld's shaped reward of the last simulator step / 10 (0 at reset).
+  An episode's shaped return is its success plus phi at its end (the terms telescope), so unlike ``dense``,
+  hovering near the goal never pays more than finishing: success ends the episode, as always.
 - Initial states are MetaWorld's own ``rand_vec`` (object and goal positions), drawn with its own
   rejection rules from the env's generator. Evaluation sets are ``num_eval_init_states`` draws per
   task from a generator seeded by (``eval_seed``, task), disjoint from training draws.
@@ -125,7 +130,8 @@ class MetaWorldEnv:
         self.instruction = INSTRUCTIONS[task]
         self.env = ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE[f"{task}-goal-observable"](seed=0)
         self.env.max_path_length = np.iinfo(np.int64).max  # vlarl truncates; MetaWorld would raise
-        self.dense = cfg.reward == "dense"
+        self.reward = cfg.reward
+        self.phi = 0.0  # the shaping potential of the current state (``shaped``)
         self.repeat = cfg.action_repeat
         self.cameras = list(cfg.cameras)
         self.image_size = cfg.image_size
@@ -168,12 +174,14 @@ class MetaWorldEnv:
         else:
             env._freeze_rand_vec, env._last_rand_vec = True, np.asarray(init_state, np.float64)
         raw, _ = env.reset()
+        self.phi = 0.0
         self.init_state = env._last_rand_vec.copy()
         env._freeze_rand_vec = True
         return self._obs(raw)
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool]:
-        """``action`` held for ``action_repeat`` simulator steps (to the first success); dense rewards summed."""
+        """``action`` held for ``action_repeat`` simulator steps (to the first success); the reward of
+        ``env.reward`` (see the module docstring)."""
         total, success = 0.0, False
         for _ in range(self.repeat):
             raw, reward, _, _, info = self.env.step(action)
@@ -181,7 +189,13 @@ class MetaWorldEnv:
             success = bool(info["success"])
             if success:
                 break
-        return self._obs(raw), total if self.dense else float(success), success
+        if self.reward == "dense":
+            return self._obs(raw), total, success
+        if self.reward == "shaped":
+            phi = float(reward) / 10.0
+            shaping, self.phi = phi - self.phi, phi
+            return self._obs(raw), float(success) + shaping, success
+        return self._obs(raw), float(success), success
 
     def close(self) -> None:
         if self.renderer is not None:
