@@ -32,7 +32,20 @@ def fresh_oft_policy(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def fresh_pi0_policy(tmp_path_factory):
+    """A randomly initialised micro pi0 policy denoising chunks of 2 toy actions."""
+    from vlarl.policies.pi0 import Pi0Policy
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("fresh_pi0") / "policy"
+    instructions = list(toy.INSTRUCTIONS.values())
+    build_policy("micro", toy.ACTION_DIM, instructions=instructions, cls=Pi0Policy, chunk_len=2).save(path)
+    return path
+
+
 OFT = ("policy.family=openvla_oft", "policy.openvla_oft.chunk_len=2")
+PI0 = ("policy.family=pi0", "policy.pi0.chunk_len=2")
 
 
 def toy_train_config(start, *overrides):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.toy.conftest import OFT, toy_train_config
+from tests.toy.conftest import OFT, PI0, toy_train_config
 from vlarl.trainer import Trainer
 
 
@@ -72,25 +72,11 @@ def test_the_batch_holds_the_actions_sent_the_rewards_returned_and_the_version(
     trainer.venv.close()
 
 
-def test_a_one_step_pi0_batch_records_the_drawn_steps_the_learner_scores(tmp_path):
+def test_a_one_step_pi0_batch_records_the_drawn_steps_the_learner_scores(fresh_pi0_policy, tmp_path):
     """pi0 with joint_logprob=false: the batch keeps each decision's stochastic denoising step, and the learner's
     recomputation from the stored chain and step gives the rollout's log-probs (a ratio of 1 before any update)."""
-    from vlarl.envs import toy
-    from vlarl.policies.openvla.factory import build_policy
-    from vlarl.policies.pi0 import Pi0Policy
-
-    torch.manual_seed(0)
-    build_policy(
-        "micro", toy.ACTION_DIM, instructions=list(toy.INSTRUCTIONS.values()), cls=Pi0Policy, chunk_len=2
-    ).save(tmp_path / "pi0")
-    extra = (
-        "policy.family=pi0",
-        "policy.pi0.chunk_len=2",
-        "policy.pi0.joint_logprob=false",
-        "env.num_envs=4",
-        "algo.name=ppo",
-    )
-    trainer = Trainer(toy_train_config(tmp_path / "pi0", *extra), tmp_path / "run")
+    extra = (*PI0, "policy.pi0.joint_logprob=false", "env.num_envs=4", "algo.name=ppo")
+    trainer = Trainer(toy_train_config(fresh_pi0_policy, *extra), tmp_path / "run")
     batch = trainer.collect()
     mask = batch.mask
     steps = batch.denoise_step[mask]

@@ -2,7 +2,8 @@
 
 For the same seed every mode's batch equals serial's: tokens, actions, rewards, flags and images bitwise (each env
 draws from its own stream, so how envs are batched does not matter); log-probs and values within 1e-5 (the
-rollout worker runs the forward pass with 1 thread and on other batch shapes than the learner's process).
+rollout worker runs the forward pass with 1 thread and on other batch shapes than the learner's process); a flow
+policy's continuous actions, denoising chains and the dense rewards that follow from them within 1e-5 too.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.toy.conftest import toy_train_config
+from tests.toy.conftest import PI0, toy_train_config
 from vlarl.trainer import Trainer
 
 ray = pytest.importorskip("ray", reason="the Ray placements need the ray extra: pip install 'vlarl[ray]'")
@@ -29,10 +30,10 @@ def config(start, mode, *overrides):
     return toy_train_config(start, "env.num_envs=8", "env.reward=dense", f"placement.mode={mode}", *overrides)
 
 
-def assert_same_batch(placed, serial):
-    for key in EXACT:
+def assert_same_batch(placed, serial, close=CLOSE):
+    for key in (k for k in EXACT if k not in close):
         assert torch.equal(getattr(placed, key), getattr(serial, key)), key
-    for key in CLOSE:
+    for key in close:
         torch.testing.assert_close(getattr(placed, key), getattr(serial, key), atol=1e-5, rtol=0, msg=key)
     assert np.array_equal(placed.image, serial.image) and placed.task == serial.task
 
@@ -59,17 +60,18 @@ def serial_batch(fresh_policy, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def placed(ray_session, fresh_policy, tmp_path_factory):
-    """The trainer of a mode, kept for the next test of the same mode; one at a time (the 2 CPUs hold one
-    placement)."""
+    """The trainer of a mode (from ``start`` with ``extra`` overrides), kept for the next test that asks the same;
+    one at a time (the 2 CPUs hold one placement)."""
     trainers = {}
 
-    def get(mode):
-        if mode not in trainers:
+    def get(mode, *extra, start=fresh_policy):
+        key = (mode, start, *extra)
+        if key not in trainers:
             for other in trainers.values():
                 other.close()
             trainers.clear()
-            trainers[mode] = Trainer(config(fresh_policy, mode, *MODES[mode]), tmp_path_factory.mktemp(mode))
-        return trainers[mode]
+            trainers[key] = Trainer(config(start, mode, *MODES[mode], *extra), tmp_path_factory.mktemp(mode))
+        return trainers[key]
 
     yield get
     for trainer in trainers.values():
@@ -121,6 +123,17 @@ def test_one_iteration_updates_the_parameters_as_serial_does(placed, fresh_polic
         torch.testing.assert_close(b, a, atol=1e-5, rtol=0, msg=name)
     assert rows[1]["rollout/success"] == rows[0]["rollout/success"]
     serial.close()
+
+
+def test_pi0_chunks_collect_the_serial_batch_in_the_hybrid_pipeline(placed, fresh_pi0_policy, tmp_path):
+    """The flow policy's noise comes from the per-env streams too: its chains and drawn steps match serial's."""
+    extra = (*PI0, "policy.pi0.joint_logprob=false")
+    serial = Trainer(config(fresh_pi0_policy, "serial", *extra), tmp_path / "serial")
+    batches = serial.collect(), placed("hybrid", *extra, start=fresh_pi0_policy).collect()
+    serial.close()
+    assert_same_batch(*reversed(batches), close=(*CLOSE, "actions", "chain", "reward"))
+    assert torch.equal(batches[0].denoise_step, batches[1].denoise_step)
+    assert batches[0].chain.shape[-3] == 5 and (batches[0].denoise_step[batches[0].mask] >= 0).all()
 
 
 def test_a_placement_larger_than_the_cluster_is_refused(ray_session, fresh_policy, tmp_path):
