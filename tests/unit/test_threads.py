@@ -42,7 +42,9 @@ def test_thread_env():
         "MKL_NUM_THREADS": "3",
         "OPENBLAS_NUM_THREADS": "3",
         "OMP_WAIT_POLICY": "PASSIVE",
+        "LP_NUM_THREADS": "3",
     }
+    assert thread_env(1)["LP_NUM_THREADS"] == "0"  # a 1-thread process: llvmpipe draws in that thread
 
 
 def _apply_in_child(queue) -> None:

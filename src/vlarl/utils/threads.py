@@ -9,7 +9,10 @@ and ``env.num_workers`` env-worker processes (MuJoCo stepping and software rende
 - ``policy``: ``run.threads``, or C minus the env workers that compute while it does (at least 1). The serial
   drivers step the envs and run the policy in turn (a waiting worker sleeps on its pipe), so there the policy
   takes every core: on 2 cores with 2 workers an SFT step ran 0.60/s with 1 thread, 1.0/s with 2 PASSIVE threads;
-- both: ``OMP_WAIT_POLICY=PASSIVE``, so an OpenMP thread with no work sleeps instead of spinning on a core.
+- both: ``OMP_WAIT_POLICY=PASSIVE``, so an OpenMP thread with no work sleeps instead of spinning on a core;
+  ``LP_NUM_THREADS`` for Mesa's software renderer (llvmpipe): a 1-thread process rasterises in its own thread
+  (0: no raster threads), a process of n threads with n of them (llvmpipe's default is one per core; the gain
+  is measured by ``benchmarks/raster_threads.py``).
 
 Why (2-core machine, nothing set): a 256x256 MLP forward/backward loop ran 1,400 steps/s alone with torch's
 default 2 threads but 116 beside one busy single-threaded process (every parallel region waits for the
@@ -20,8 +23,9 @@ When each setting takes effect:
 - ``torch.set_num_threads``: at any time (called when torch is imported already; a torch imported later
   starts with ``OMP_NUM_THREADS`` threads).
 - ``torch.set_num_interop_threads``: once per process, before any inter-op work; later calls are skipped.
-- ``OMP_NUM_THREADS``, ``OMP_WAIT_POLICY``, ``MKL_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``: read once, as
-  the library initialises (libgomp and MKL with ``import torch``, OpenBLAS with ``import numpy``). Set later,
+- ``OMP_NUM_THREADS``, ``OMP_WAIT_POLICY``, ``MKL_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ``LP_NUM_THREADS``:
+  read once, as the library initialises (libgomp and MKL with ``import torch``, OpenBLAS with ``import numpy``,
+  llvmpipe as the first GL context is made). Set later,
   they only reach child processes (measured: PASSIVE set just after ``import torch`` ran like the default,
   31-57 steps/s, where set before it gave 724, under foreign load). So the CLI applies the plan before it
   imports torch or numpy, and env workers get them in the environment they are spawned with
@@ -40,7 +44,7 @@ from contextlib import contextmanager
 from typing import Any
 
 ROLES = ("policy", "env_worker", "rollout", "learner_rank")
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY")
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY", "LP_NUM_THREADS")
 
 
 def machine_cores() -> int:
@@ -70,7 +74,14 @@ def plan_threads(role: str, env_workers: int = 0, requested: int = 0, cores: int
 def thread_env(threads: int) -> dict[str, str]:
     """The environment variables of a process with ``threads`` threads."""
     n = str(threads)
-    return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "OMP_WAIT_POLICY": "PASSIVE"}
+    raster = "0" if threads == 1 else n  # llvmpipe: 0 draws in the calling thread
+    return {
+        "OMP_NUM_THREADS": n,
+        "MKL_NUM_THREADS": n,
+        "OPENBLAS_NUM_THREADS": n,
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "LP_NUM_THREADS": raster,
+    }
 
 
 def apply_thread_plan(role: str, cfg: Any = None, concurrent_workers: int = 0) -> int:
