@@ -20,28 +20,29 @@ def fresh_policy(tmp_path_factory):
     return path
 
 
+def _fresh_chunk_policy(tmp_path_factory, cls, name):
+    """A randomly initialised micro ``cls`` policy acting in chunks of 2 toy actions, saved under ``name``."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp(name) / "policy"
+    instructions = list(toy.INSTRUCTIONS.values())
+    build_policy("micro", toy.ACTION_DIM, instructions=instructions, cls=cls, chunk_len=2).save(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def fresh_oft_policy(tmp_path_factory):
-    """A randomly initialised micro OpenVLA-OFT policy decoding chunks of 2 toy actions."""
+    """A micro OpenVLA-OFT policy decoding chunks of 2 toy actions."""
     from vlarl.policies.openvla_oft import OFTPolicy
 
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("fresh_oft") / "policy"
-    instructions = list(toy.INSTRUCTIONS.values())
-    build_policy("micro", toy.ACTION_DIM, instructions=instructions, cls=OFTPolicy, chunk_len=2).save(path)
-    return path
+    return _fresh_chunk_policy(tmp_path_factory, OFTPolicy, "fresh_oft")
 
 
 @pytest.fixture(scope="session")
 def fresh_pi0_policy(tmp_path_factory):
-    """A randomly initialised micro pi0 policy denoising chunks of 2 toy actions."""
+    """A micro pi0 policy denoising chunks of 2 toy actions."""
     from vlarl.policies.pi0 import Pi0Policy
 
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("fresh_pi0") / "policy"
-    instructions = list(toy.INSTRUCTIONS.values())
-    build_policy("micro", toy.ACTION_DIM, instructions=instructions, cls=Pi0Policy, chunk_len=2).save(path)
-    return path
+    return _fresh_chunk_policy(tmp_path_factory, Pi0Policy, "fresh_pi0")
 
 
 OFT = ("policy.family=openvla_oft", "policy.openvla_oft.chunk_len=2")
