@@ -82,7 +82,10 @@ class EnvConfig:
         choices=("full", "simplified"),
     )
     goal_marker_size: float = doc(
-        0.03, "Radius (m) of the rendered goal marker; 0 keeps MetaWorld's own (often hidden) sites.", ge=0
+        0.05,
+        "Radius (m) of the rendered green goal marker (0.05: reach's success radius, ~3 px at 64 px); "
+        "0 keeps MetaWorld's own (often hidden) sites.",
+        ge=0,
     )
     max_episode_steps: int = doc(
         200, "Env steps before an episode is truncated (each is `action_repeat` simulator steps).", ge=1

@@ -2,7 +2,7 @@
 
 - Task sets: ``MT1`` (one task from ``env.tasks``), ``MT10``, ``MT50``, ``custom`` (``env.tasks``).
 - Goal-observable variants: the goal is in ``obs['state']`` (for experts) and drawn in the image as a
-  sphere of radius ``goal_marker_size`` (MetaWorld's goal sites are tiny or hidden), so a policy that
+  green sphere of radius ``goal_marker_size`` (MetaWorld's goal sites are tiny or hidden), so a policy that
   sees only images, instruction and proprio can tell where to go. Tasks whose goal is an object
   itself (buttons, handles, doors) need no marker.
 - Rendering defaults to the fast software-GL settings (no shadows, reflections or anti-aliasing:
@@ -34,6 +34,8 @@ import numpy as np
 from vlarl.envs import meshes
 from vlarl.envs.base import EnvSpec, config_spec, eval_rng
 from vlarl.envs.gl import ensure_gl
+
+GOAL_MARKER_RGBA = (0.1, 0.9, 0.1, 1.0)  # green: MetaWorld's own goal sites are red, like the Sawyer arm
 
 MT10 = (
     "reach-v3",
@@ -139,7 +141,7 @@ class MetaWorldEnv:
         if cfg.goal_marker_size > 0:
             for i in range(model.nsite):
                 if model.site(i).name == "goal":
-                    model.site_rgba[i, 3] = 1.0
+                    model.site_rgba[i] = GOAL_MARKER_RGBA
                     model.site_size[i, 0] = cfg.goal_marker_size
         self.renderer = None
         if self.cameras:
