@@ -129,17 +129,20 @@ def main() -> None:
         )
         run_dir = Path(cfg.run.output_dir) / cfg.run.name
         shutil.rmtree(run_dir, ignore_errors=True)
-        trainer = Trainer(cfg, run_dir, console)
+        if cfg.trainer.rounds != 1:
+            raise SystemExit("fixed_state.py maps group g to state g: run it with trainer.rounds=1")
+        trainer = RecordingTrainer(cfg, run_dir, console)
         curve, reached, start = [], None, time.perf_counter()
         try:
             for it in range(args.iterations):
                 row = trainer.step()
-                per_state = batch_state_success(row, states)
+                per_state = batch_state_success(row, states) | state_success(trainer.batch, states)
                 curve.append({"iteration": it, "success": row["rollout/success"], **per_state, **_keep(row)})
                 console.print(
                     f"{algo} it {it}: rollout success {row['rollout/success']:.2f} "
                     f"(approx-KL {row.get('train/policy/approx_kl', float('nan')):.4f}, "
-                    f"{sum(trainer.timing.values()):.0f} s)"
+                    f"{sum(trainer.timing.values()):.0f} s); per state "
+                    + " ".join(f"{per_state.get(f'success/{s}', float('nan')):.2f}" for s in states)
                 )
                 if reached is None and row["rollout/success"] >= args.target:
                     reached = it
@@ -182,6 +185,21 @@ def summarize(curve: list[dict], reached: int | None, start: float) -> dict:
         "minutes": (time.perf_counter() - start) / 60,
         "curve": curve,
     }
+
+
+class RecordingTrainer(Trainer):
+    """A trainer that keeps its last collected batch (``self.batch``) for per-state figures."""
+
+    def collect(self):
+        self.batch = super().collect()
+        return self.batch
+
+
+def state_success(batch, states: list[str]) -> dict:
+    """``{'success/<task@seed>': rate}``: group g of the one collection round is ``states[g]``."""
+    won = batch.success.float()
+    groups = batch.group_id.long()
+    return {f"success/{s}": won[groups == g].mean().item() for g, s in enumerate(states) if (groups == g).any()}
 
 
 def batch_state_success(row: dict, states: list[str]) -> dict:
