@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -136,7 +137,7 @@ def main() -> None:
         try:
             for it in range(args.iterations):
                 row = trainer.step()
-                per_state = batch_state_success(row, states) | state_success(trainer.batch, states)
+                per_state = batch_state_success(row, states) | state_success(trainer, states)
                 curve.append({"iteration": it, "success": row["rollout/success"], **per_state, **_keep(row)})
                 console.print(
                     f"{algo} it {it}: rollout success {row['rollout/success']:.2f} "
@@ -195,11 +196,12 @@ class RecordingTrainer(Trainer):
         return self.batch
 
 
-def state_success(batch, states: list[str]) -> dict:
-    """``{'success/<task@seed>': rate}``: group g of the one collection round is ``states[g]``."""
-    won = batch.success.float()
-    groups = batch.group_id.long()
-    return {f"success/{s}": won[groups == g].mean().item() for g, s in enumerate(states) if (groups == g).any()}
+def state_success(trainer, states: list[str]) -> dict:
+    """``{'success/<task@seed>': rate}`` of the last collection round, each env's state from the trainer's schedule."""
+    tasks, seeds = trainer.schedule(trainer.iteration, 0, np.random.default_rng(0))  # fixed states: rng unused
+    names = np.array([f"{t}@{s}" for t, s in zip(tasks, seeds)])
+    won = trainer.batch.success.float()
+    return {f"success/{s}": won[torch.from_numpy(names == s)].mean().item() for s in states if (names == s).any()}
 
 
 def batch_state_success(row: dict, states: list[str]) -> dict:
