@@ -19,7 +19,7 @@ from rich.console import Console
 from tqdm import tqdm
 
 from vlarl.config.loader import save_config
-from vlarl.config.run import config_hash
+from vlarl.config.run import config_hash, without_rl_only
 from vlarl.config.schema import DemosCommand, SFTCommand, TrainCommand
 from vlarl.data.dataset import DemoDataset, action_chunks
 from vlarl.demos import collect_demos
@@ -107,6 +107,15 @@ def run_sft(cfg: SFTCommand, run_dir: Path, console: Console | None = None) -> P
     return final
 
 
+def sft_cache_dir(cfg: TrainCommand) -> Path:
+    """``data/sft/<hash>``: the hash of what SFT reads (the run's name and folder, rewards, rollout sampling and
+    other ``rl_only`` options left out; an RL run's SFT never evaluates at its end)."""
+    sft = dataclasses.replace(cfg.sft, eval_at_end=False)
+    seed = {"seed": cfg.run.seed}
+    sections = (without_rl_only(cfg.env), cfg.demos, without_rl_only(cfg.policy), sft, seed)
+    return Path("data") / "sft" / config_hash(*sections)
+
+
 def sft_checkpoint(cfg: TrainCommand, console: Console) -> Path:
     """The SFT checkpoint this run starts from: cached under data/sft/<hash of its config>."""
     sft_cfg = SFTCommand(
@@ -117,9 +126,7 @@ def sft_checkpoint(cfg: TrainCommand, console: Console) -> Path:
         sft=dataclasses.replace(cfg.sft, eval_at_end=False),
         eval=cfg.eval,
     )
-    seed = {"seed": cfg.run.seed}  # where and under which name the RL run writes does not matter
-    env = dataclasses.replace(cfg.env, reward="sparse")  # SFT never reads rewards
-    root = Path("data") / "sft" / config_hash(env, cfg.demos, cfg.policy, sft_cfg.sft, seed)
+    root = sft_cache_dir(cfg)  # the same folder for runs that differ in RL-side options only
     final = root / "checkpoints" / "latest"
     if (final / "config.json").is_file():
         console.print(f"[green]SFT cached[/] at {final}")

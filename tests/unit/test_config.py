@@ -96,3 +96,17 @@ def test_cli_print_config(capsys):
     assert main(["demos", "--preset", "metaworld_mt1_tiny", "--print-config", "env.image_size=80"]) == 0
     out = capsys.readouterr().out
     assert "image_size: 80" in out and "task_set: MT1" in out
+
+
+def test_sft_cache_key_ignores_rl_only_options_and_keeps_what_sft_reads():
+    from vlarl.sft import sft_cache_dir
+
+    def key(*overrides):
+        return sft_cache_dir(load_config("train", "metaworld_mt3_pi0_tiny", overrides=list(overrides)))
+
+    base = key()
+    rl_side = ["policy.pi0.noise_level=0.1", "policy.pi0.joint_logprob=false", "policy.top_k=5", "env.reward=shaped"]
+    assert {key(o) for o in rl_side} == {base}
+    assert key(*rl_side, "run.name=other", "run.output_dir=/elsewhere") == base
+    for sft_side in ["policy.pi0.chunk_len=2", "policy.pi0.noise_method=flow_noise", "sft.steps=10", "run.seed=1"]:
+        assert key(sft_side) != base, sft_side

@@ -18,6 +18,19 @@ def config_hash(*sections: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def without_rl_only(section: Any) -> Any:
+    """A copy of config dataclass ``section`` with every field marked ``rl_only`` (recursively) at its default:
+    what SFT reads, so runs that differ only in RL-side options share one cached SFT checkpoint."""
+    changes = {}
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if f.metadata.get("rl_only"):
+            changes[f.name] = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        elif dataclasses.is_dataclass(value):
+            changes[f.name] = without_rl_only(value)
+    return dataclasses.replace(section, **changes)
+
+
 def make_run_dir(cfg: Any, command: str, preset: str | None) -> Path:
     """Create ``<output_dir>/<name>`` and write the resolved config there as ``config.yaml``."""
     name = cfg.run.name or f"{command}-{preset or 'custom'}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -20,11 +20,14 @@ def doc(
     le: float | None = None,
     lt: float | None = None,
     rule: tuple[Callable[[Any], bool], str] | None = None,
+    rl_only: bool = False,
 ) -> Any:
     """A dataclass field with a default (lists/dicts are copied per instance), its help text and what values
     are valid: ``choices``, bounds (``ge`` >=, ``gt`` >, ``le`` <=, ``lt`` <) or a ``rule`` (predicate, what it
-    accepts in words). ``config.loader.validate`` checks them at load."""
+    accepts in words). ``config.loader.validate`` checks them at load. ``rl_only``: SFT does not read it, so the
+    cached SFT checkpoint's key leaves it out (``config.run.without_rl_only``)."""
     meta = {"help": help, "choices": choices, "rule": rule, "bounds": {"ge": ge, "gt": gt, "le": le, "lt": lt}}
+    meta["rl_only"] = rl_only
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -109,6 +112,7 @@ class EnvConfig:
         "sparse plus potential-based shaping by MetaWorld's reward / 10 (an episode's return: success + the "
         "potential at its end).",
         choices=("sparse", "dense", "shaped"),
+        rl_only=True,
     )
     num_eval_init_states: int = doc(50, "Size of the fixed, seeded evaluation initial-state set per task.", ge=1)
     eval_seed: int = doc(1234, "Seed of the evaluation initial-state sets (disjoint from training draws).")
@@ -173,18 +177,21 @@ class Pi0Options:
         choices=("flow_sde", "flow_noise"),
     )
     denoise_steps: int = doc(4, "Euler steps from noise to action (piRL: 4).", ge=1)
-    noise_level: float = doc(0.5, "Flow-SDE's noise level a (sigma_t = a sqrt(t / (1 - t))).", gt=0)
+    noise_level: float = doc(0.5, "Flow-SDE's noise level a (sigma_t = a sqrt(t / (1 - t))).", gt=0, rl_only=True)
     value_source: str = doc(
         "prefix_mean",
         "What the value head reads: 'prefix_mean' / 'prefix_last' (the expert's outputs over the VLM prefix) or "
         "'expert' (its action tokens' features at the start of denoising).",
         choices=("prefix_mean", "prefix_last", "expert"),
     )
-    detach_critic: bool = doc(False, "The value loss does not train what the value head reads (piRL's option).")
+    detach_critic: bool = doc(
+        False, "The value loss does not train what the value head reads (piRL's option).", rl_only=True
+    )
     joint_logprob: bool = doc(
         True,
         "Log-prob of a chunk: true sums every (stochastic) denoising step's; false makes one uniformly drawn step "
         "per decision stochastic, the others following the ODE, and scores that step alone (RLinf's default).",
+        rl_only=True,
     )
 
 
@@ -210,9 +217,12 @@ class PolicyConfig:
     use_proprio: bool = doc(False, "Feed proprio as one projected token after the image patches.")
     prompt: str = doc("In: What action should the robot take to {instruction}?\nOut:", "Prompt template.")
     top_k: int = doc(
-        0, "Rollouts sample among the k most likely action tokens; 0 disables (at trainer.temperature).", ge=0
+        0,
+        "Rollouts sample among the k most likely action tokens; 0 disables (at trainer.temperature).",
+        ge=0,
+        rl_only=True,
     )
-    top_p: float = doc(1.0, "Rollouts sample within this nucleus mass; 1 disables.", gt=0, le=1)
+    top_p: float = doc(1.0, "Rollouts sample within this nucleus mass; 1 disables.", gt=0, le=1, rl_only=True)
     lora_rank: int = doc(0, "LoRA rank on the language model; 0 trains all weights (full fine-tuning).", ge=0)
     lora_alpha: int = doc(16, "LoRA alpha.", gt=0)
     lora_targets: list[str] = doc(
