@@ -260,6 +260,7 @@ def test_no_rendering_mode():
 def test_goal_marker_is_drawn():
     with_marker = envs.make(env_cfg(tasks="[reach-v3]", num_envs=1, image_size=64))
     without = envs.make(env_cfg(tasks="[reach-v3]", num_envs=1, image_size=64, goal_marker_size=0))
+
     def green(image):
         r, g, b = np.moveaxis(image.astype(int), -1, 0)
         return int(((g > 150) & (r < 100) & (b < 100)).sum())
