@@ -270,6 +270,19 @@ def test_goal_marker_is_drawn():
     with_marker.close(), without.close()
 
 
+def test_first_frame_draws_this_episodes_goal():
+    """MetaWorld moves the goal site in the model at reset; the first frame must show the new goal, not the
+    previous episode's (then a fixed initial state's first image would depend on what ran before it)."""
+    v = envs.make(env_cfg(tasks="[reach-v3]", num_envs=1, image_size=64))
+    first = [v.reset(options={"init_seed": [seed]})["image"] for seed in (11, 22, 11)]
+    assert not np.array_equal(first[0], first[1])  # another goal, drawn elsewhere
+    np.testing.assert_array_equal(first[0], first[2])
+    stepped = v.step(np.zeros((1, v.spec.action_dim), np.float32))[0]["image"]
+    green = [np.argwhere((im[0, 0, ..., 1] > 150) & (im[0, 0, ..., 0] < 100)).mean(0) for im in (first[2], stepped)]
+    np.testing.assert_allclose(green[0], green[1], atol=1.0)  # the marker stays put once the physics runs
+    v.close()
+
+
 def test_unknown_names_list_the_valid_ones():
     with pytest.raises(ValueError, match="known backends: libero, maniskill, metaworld, toy"):
         envs.make(env_cfg(backend="nosuchsim"))

@@ -158,6 +158,7 @@ class MetaWorldEnv:
             flags[mujoco.mjtRndFlag.mjRND_SHADOW] = bool(cfg.shadows)
             flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = bool(cfg.reflections)
         self.init_state: np.ndarray | None = None
+        self._forward = mujoco.mj_forward
 
     def _obs(self, raw: np.ndarray) -> dict[str, np.ndarray]:
         views = []
@@ -176,6 +177,7 @@ class MetaWorldEnv:
         else:
             env._freeze_rand_vec, env._last_rand_vec = True, np.asarray(init_state, np.float64)
         raw, _ = env.reset()
+        self._forward(env.model, env.data)  # MetaWorld moves goal sites in the model: else frame 0 drew the last goal
         self.phi = 0.0
         self.init_state = env._last_rand_vec.copy()
         env._freeze_rand_vec = True
