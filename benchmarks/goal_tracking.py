@@ -32,6 +32,7 @@ from common import write_result  # noqa: E402
 
 from vlarl import envs  # noqa: E402
 from vlarl.config import load_config  # noqa: E402
+from vlarl.envs.metaworld import goal_marker_mask  # noqa: E402
 from vlarl.policies import make_policy  # noqa: E402
 from vlarl.policies.base import GREEDY  # noqa: E402
 from vlarl.sft import start_checkpoint  # noqa: E402
@@ -45,8 +46,7 @@ def marker_pixels(obs: dict, cameras: list[str]) -> dict:
     goal = obs["state"][:, GOAL]
     out = {}
     for c, cam in enumerate(cameras):
-        rgb = obs["image"][:, c].astype(int)
-        mask = (rgb[..., 1] > 150) & (rgb[..., 0] < 100) & (rgb[..., 2] < 100)  # GOAL_MARKER_RGBA
+        mask = goal_marker_mask(obs["image"][:, c])
         seen = mask.reshape(len(mask), -1).any(1)
         centre = np.array([np.argwhere(m).mean(0)[::-1] if m.any() else (np.nan, np.nan) for m in mask])
         design = np.c_[goal - goal.mean(0), np.ones(len(goal))][seen]

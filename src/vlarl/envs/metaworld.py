@@ -37,6 +37,13 @@ from vlarl.envs.gl import ensure_gl
 
 GOAL_MARKER_RGBA = (0.1, 0.9, 0.1, 1.0)  # green: MetaWorld's own goal sites are red, like the Sawyer arm
 
+
+def goal_marker_mask(image: np.ndarray) -> np.ndarray:
+    """``[..., H, W]`` bool: the pixels of ``image [..., H, W, 3]`` (uint8) that show the goal marker's green."""
+    r, g, b = np.moveaxis(image.astype(int), -1, 0)
+    return (g > 150) & (r < 100) & (b < 100)
+
+
 MT10 = (
     "reach-v3",
     "push-v3",
