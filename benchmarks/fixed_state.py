@@ -211,7 +211,7 @@ def batch_state_success(row: dict, states: list[str]) -> dict:
 
 
 def _keep(row: dict) -> dict:
-    keys = ("policy/approx_kl", "policy/clip_frac", "policy/entropy", "value/explained_variance")
+    keys = ("policy/approx_kl", "policy/clip_frac", "policy/entropy", "value/explained_variance", "steps_taken")
     keys = tuple(f"train/{k}" for k in keys)
     return {k.removeprefix("train/"): row[k] for k in keys if k in row}
 
