@@ -324,6 +324,37 @@ def test_crashed_worker_is_restarted():
     v.close()
 
 
+class _GoneDriver:
+    """The worker's end of a pipe whose driver was killed: commands were queued, every answer breaks the pipe."""
+
+    def __init__(self, commands):
+        self.commands, self.closed = list(commands), False
+
+    def recv(self):
+        return self.commands.pop(0)
+
+    def send(self, message):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def close(self):
+        self.closed = True
+
+
+def test_worker_stops_quietly_when_its_driver_is_gone(monkeypatch, capfd):
+    # a killed run's workers printed two chained BrokenPipeError tracebacks each into the run's log
+    from vlarl.envs import subproc
+
+    monkeypatch.setattr(subproc, "apply_thread_plan", lambda role: None)  # keep this process's threads
+    v = envs.make(env_cfg(num_envs=1, num_workers=1))
+    conn = _GoneDriver([("reset", (0, None)), ("reset", (1, None))])
+    try:
+        subproc._worker(conn, v.cfg, v.slices[0], v._buffers, v._shapes, v._dtypes)  # returns, raises nothing
+    finally:
+        v.close()
+    assert conn.closed and conn.commands == [("reset", (1, None))]  # stopped at the first broken answer
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_worker_errors_surface_with_traceback():
     v = envs.make(env_cfg(num_workers=1, cameras="[front]"))
     with pytest.raises(RuntimeError, match="unknown MetaWorld camera"):

@@ -53,6 +53,8 @@ def _worker(conn, cfg, env_ids, buffers, shapes, dtypes) -> None:
             for k in OBS_KEYS:
                 shared[k][lo:hi] = obs[k]
             conn.send(("ok", (obs["instruction"], reply)))
+        except (BrokenPipeError, ConnectionResetError):  # the driver is gone (killed): nobody to answer
+            break
         except Exception:  # report to the driver, keep serving
             conn.send(("error", traceback.format_exc()))
     if venv is not None:
