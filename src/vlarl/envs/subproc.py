@@ -52,11 +52,13 @@ def _worker(conn, cfg, env_ids, buffers, shapes, dtypes) -> None:
                 reply = (reward, term, trunc, info)
             for k in OBS_KEYS:
                 shared[k][lo:hi] = obs[k]
-            conn.send(("ok", (obs["instruction"], reply)))
+            answer = ("ok", (obs["instruction"], reply))
+        except Exception:  # report to the driver, keep serving
+            answer = ("error", traceback.format_exc())
+        try:
+            conn.send(answer)
         except (BrokenPipeError, ConnectionResetError):  # the driver is gone (killed): nobody to answer
             break
-        except Exception:  # report to the driver, keep serving
-            conn.send(("error", traceback.format_exc()))
     if venv is not None:
         venv.close()
     conn.close()
