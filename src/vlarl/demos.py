@@ -13,7 +13,7 @@ from rich.table import Table
 from tqdm import tqdm
 
 from vlarl import envs
-from vlarl.config.run import config_hash
+from vlarl.config.run import at_defaults, config_hash
 from vlarl.config.schema import DemosCommand
 from vlarl.data.dataset import DemoDataset, DemoWriter
 from vlarl.envs.base import OBS_KEYS
@@ -28,7 +28,8 @@ def dataset_path(cfg: DemosCommand) -> Path:
 
 def _fingerprint(cfg: DemosCommand) -> str:
     demos = dataclasses.replace(cfg.demos, output="", overwrite=False)
-    return config_hash(cfg.env, demos, {"seed": cfg.run.seed})  # the seed matters, the run's name does not
+    env = at_defaults(cfg.env, "eval_only")  # the expert never sees the evaluation states
+    return config_hash(env, demos, {"seed": cfg.run.seed})  # the seed matters, the run's name does not
 
 
 def collect_demos(cfg: DemosCommand, console: Console | None = None) -> Path:

@@ -19,7 +19,7 @@ from rich.console import Console
 from tqdm import tqdm
 
 from vlarl.config.loader import save_config
-from vlarl.config.run import config_hash, without_rl_only
+from vlarl.config.run import at_defaults, config_hash
 from vlarl.config.schema import DemosCommand, SFTCommand, TrainCommand
 from vlarl.data.dataset import DemoDataset, action_chunks
 from vlarl.demos import collect_demos
@@ -109,10 +109,11 @@ def run_sft(cfg: SFTCommand, run_dir: Path, console: Console | None = None) -> P
 
 def sft_cache_dir(cfg: TrainCommand) -> Path:
     """``data/sft/<hash>``: the hash of what SFT reads (the run's name and folder, rewards, rollout sampling and
-    other ``rl_only`` options left out; an RL run's SFT never evaluates at its end)."""
+    other ``rl_only`` and ``eval_only`` options left out; an RL run's SFT never evaluates at its end)."""
     sft = dataclasses.replace(cfg.sft, eval_at_end=False)
     seed = {"seed": cfg.run.seed}
-    sections = (without_rl_only(cfg.env), cfg.demos, without_rl_only(cfg.policy), sft, seed)
+    env, policy = (at_defaults(s, "rl_only", "eval_only") for s in (cfg.env, cfg.policy))
+    sections = (env, cfg.demos, policy, sft, seed)
     return Path("data") / "sft" / config_hash(*sections)
 
 

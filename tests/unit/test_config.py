@@ -106,7 +106,20 @@ def test_sft_cache_key_ignores_rl_only_options_and_keeps_what_sft_reads():
 
     base = key()
     rl_side = ["policy.pi0.noise_level=0.1", "policy.pi0.joint_logprob=false", "policy.top_k=5", "env.reward=shaped"]
+    rl_side += ["env.num_eval_init_states=100", "env.eval_seed=7"]
     assert {key(o) for o in rl_side} == {base}
     assert key(*rl_side, "run.name=other", "run.output_dir=/elsewhere") == base
     for sft_side in ["policy.pi0.chunk_len=2", "policy.pi0.noise_method=flow_noise", "sft.steps=10", "run.seed=1"]:
         assert key(sft_side) != base, sft_side
+
+
+def test_demos_cache_path_ignores_the_evaluation_states_and_keeps_what_the_expert_sees():
+    from vlarl.demos import dataset_path
+
+    def path(*overrides):
+        return dataset_path(load_config("demos", "metaworld_mt3_pi0_tiny", overrides=list(overrides)))
+
+    base = path()
+    assert path("env.num_eval_init_states=100", "env.eval_seed=7", "run.name=other") == base
+    for expert_side in ["env.image_size=32", "env.action_repeat=2", "demos.episodes_per_task=3", "run.seed=1"]:
+        assert path(expert_side) != base, expert_side

@@ -18,16 +18,16 @@ def config_hash(*sections: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def without_rl_only(section: Any) -> Any:
-    """A copy of config dataclass ``section`` with every field marked ``rl_only`` (recursively) at its default:
-    what SFT reads, so runs that differ only in RL-side options share one cached SFT checkpoint."""
+def at_defaults(section: Any, *flags: str) -> Any:
+    """A copy of config dataclass ``section`` with every field whose metadata sets one of ``flags`` (e.g.
+    ``"rl_only"``, recursively) at its default: runs that differ only in such fields share one cached artefact."""
     changes = {}
     for f in dataclasses.fields(section):
         value = getattr(section, f.name)
-        if f.metadata.get("rl_only"):
+        if any(f.metadata.get(flag) for flag in flags):
             changes[f.name] = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         elif dataclasses.is_dataclass(value):
-            changes[f.name] = without_rl_only(value)
+            changes[f.name] = at_defaults(value, *flags)
     return dataclasses.replace(section, **changes)
 
 

@@ -21,13 +21,15 @@ def doc(
     lt: float | None = None,
     rule: tuple[Callable[[Any], bool], str] | None = None,
     rl_only: bool = False,
+    eval_only: bool = False,
 ) -> Any:
     """A dataclass field with a default (lists/dicts are copied per instance), its help text and what values
     are valid: ``choices``, bounds (``ge`` >=, ``gt`` >, ``le`` <=, ``lt`` <) or a ``rule`` (predicate, what it
-    accepts in words). ``config.loader.validate`` checks them at load. ``rl_only``: SFT does not read it, so the
-    cached SFT checkpoint's key leaves it out (``config.run.without_rl_only``)."""
+    accepts in words). ``config.loader.validate`` checks them at load. ``rl_only``: SFT does not read it;
+    ``eval_only``: only evaluation reads it (not the expert, not SFT). The cached demos' and SFT checkpoint's keys
+    leave such fields out (``config.run.at_defaults``)."""
     meta = {"help": help, "choices": choices, "rule": rule, "bounds": {"ge": ge, "gt": gt, "le": le, "lt": lt}}
-    meta["rl_only"] = rl_only
+    meta.update(rl_only=rl_only, eval_only=eval_only)
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -114,8 +116,12 @@ class EnvConfig:
         choices=("sparse", "dense", "shaped"),
         rl_only=True,
     )
-    num_eval_init_states: int = doc(50, "Size of the fixed, seeded evaluation initial-state set per task.", ge=1)
-    eval_seed: int = doc(1234, "Seed of the evaluation initial-state sets (disjoint from training draws).")
+    num_eval_init_states: int = doc(
+        50, "Size of the fixed, seeded evaluation initial-state set per task.", ge=1, eval_only=True
+    )
+    eval_seed: int = doc(
+        1234, "Seed of the evaluation initial-state sets (disjoint from training draws).", eval_only=True
+    )
 
 
 @dataclass
