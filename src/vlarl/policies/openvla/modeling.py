@@ -137,12 +137,10 @@ class PrismaticVLA(nn.Module):
         if position_ids is None:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
             position_ids = position_ids[:, -inputs_embeds.shape[1] :]
+        # The cache goes positionally (its keyword is past_key_values in early transformers 5, cache later) and is
+        # updated in place, so it is returned as given.
         out = self.language_model.model(
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            use_cache=past_key_values is not None,
+            None, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache=past_key_values is not None
         )
         hidden = out.last_hidden_state
-        return self.language_model.lm_head(hidden), hidden, out.past_key_values
+        return self.language_model.lm_head(hidden), hidden, past_key_values
