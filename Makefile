@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-PRESET ?= metaworld_mt3_tiny
+PRESET ?= metaworld_mt2_pi0_tiny
 # Debian packages for headless MuJoCo rendering (EGL, with OSMesa as the fallback).
 APT_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libopengl0 libosmesa6 libglib2.0-0
 
