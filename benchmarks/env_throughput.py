@@ -4,7 +4,10 @@ Measures a single in-process env (``num_workers=0``) and ``SubprocVectorEnv`` wi
 processes holding 2 envs each, rendering the backend's first camera (``BACKENDS``) at each image size
 and once without rendering. On MetaWorld each rendered configuration runs once per ``env.render_meshes``
 mode (``--meshes``, by default ``full`` then ``simplified``, back to back); the table gives each rate as
-a multiple of ``full``'s in the same configuration ("x full"). Each run times its first reset (seed 0:
+a multiple of ``full``'s in the same configuration ("x full"). ``--chunks K ...`` also runs each rendered
+configuration with the actions sent as chunks of K (``step_chunk``, as a chunk policy's rollout does: one frame per
+chunk is rendered, the one the policy reads); "x full" is then relative to ``full`` meshes stepped one action at a
+time. Each run times its first reset (seed 0:
 builds the simulators, in the worker processes if any) and a second one, takes a few warm-up steps, then
 times ``--steps`` vector steps (10x as many without rendering, which is much faster); episodes auto-reset
 every 200 steps, so resets are part of the timing. Reported: total env-steps/s (envs x steps / seconds),
@@ -15,7 +18,7 @@ b % (number of tasks). Results are printed and written as JSON (``--out``, by de
 Run from the repository root (the full MetaWorld run takes several minutes on a 2-core machine):
 
     python benchmarks/env_throughput.py [--backend metaworld|libero|maniskill] [--steps N]
-        [--sizes 64 128 224] [--workers 1 2 4] [--meshes full simplified] [--quick]
+        [--sizes 64 128 224] [--workers 1 2 4] [--meshes full simplified] [--chunks 1 4] [--quick]
 """
 
 from __future__ import annotations
@@ -65,9 +68,17 @@ BACKENDS = {
 
 
 def measure(
-    backend: str, workers: int, num_envs: int, size: int | None, steps: int, warmup: int, meshes: str = "full"
+    backend: str,
+    workers: int,
+    num_envs: int,
+    size: int | None,
+    steps: int,
+    warmup: int,
+    meshes: str = "full",
+    chunk: int = 1,
 ) -> dict:
-    """Time two resets and ``steps`` vector steps of one configuration; ``size=None`` renders nothing."""
+    """Time two resets and ``steps`` env steps (in chunks of ``chunk`` actions) of one configuration; ``size=None``
+    renders nothing."""
     bench = BACKENDS[backend]
     cameras = f"[{bench.camera}]" if size else "[]"
     overrides = [
@@ -81,8 +92,9 @@ def measure(
     ]
     venv = envs.make(load_config("demos", overrides=overrides).env)
     try:
-        shape = (warmup + steps, num_envs, venv.spec.action_dim)
+        shape = ((warmup + steps) // chunk, num_envs, chunk, venv.spec.action_dim)
         actions = np.random.default_rng(0).uniform(-1.0, 1.0, shape)
+        warmup //= chunk
         start = time.perf_counter()
         venv.reset(seed=0)
         first_reset = time.perf_counter() - start
@@ -90,11 +102,12 @@ def measure(
         venv.reset(seed=1)
         reset = time.perf_counter() - start
         for a in actions[:warmup]:
-            venv.step(a)
+            venv.step_chunk(a)
         start = time.perf_counter()
         for a in actions[warmup:]:
-            venv.step(a)
+            venv.step_chunk(a)
         seconds = time.perf_counter() - start
+        steps = (len(actions) - warmup) * chunk
     finally:
         venv.close()
     total = num_envs * steps / seconds
@@ -105,6 +118,7 @@ def measure(
         "image_px": size,
         "render": bool(size),
         "render_meshes": meshes if size else None,
+        "chunk": chunk,
         "steps": steps,
         "first_reset_s": round(first_reset, 2),
         "reset_s": round(reset, 3),
@@ -136,6 +150,13 @@ def main() -> None:
         choices=MESHES,
         help="MetaWorld's env.render_meshes modes, run back to back for each rendered configuration (default: both)",
     )
+    parser.add_argument(
+        "--chunks",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="action-chunk lengths K, each run for every rendered configuration (default: 1, one action per step)",
+    )
     parser.add_argument("--out", type=Path, help="JSON output path (default: benchmarks/results/env_throughput*.json)")
     parser.add_argument("--quick", action="store_true", help="tiny step counts, for a smoke run")
     args = parser.parse_args()
@@ -147,18 +168,21 @@ def main() -> None:
     out = args.out or RESULTS / f"env_throughput{suffix}.json"
 
     console = Console()
-    console.width = max(console.width, 130)  # the table needs ~130 columns; pipes default to 80
+    console.width = max(console.width, 150)  # the table needs ~150 columns; pipes default to 80
     load_start = os.getloadavg()
     configs = [(0, 1)] + [(w, w * ENVS_PER_WORKER) for w in args.workers]
     rows = []
     for workers, num_envs in configs:
         for size in [*args.sizes, None]:
             n = steps if size else steps * NO_RENDER_FACTOR
-            for mode in meshes if size else ["full"]:
-                row = measure(args.backend, workers, num_envs, size, n, warmup, mode)
-                console.log(f"workers={workers} envs={num_envs} px={size or '-'} {mode}: {row['steps_per_s']} steps/s")
-                rows.append(row)
-    full = {(r["workers"], r["image_px"]): r["steps_per_s"] for r in rows if r["render_meshes"] == "full"}
+            for chunk in args.chunks if size else [1]:
+                for mode in meshes if size else ["full"]:
+                    row = measure(args.backend, workers, num_envs, size, n, warmup, mode, chunk)
+                    line = f"workers={workers} envs={num_envs} px={size or '-'} {mode} K={chunk}"
+                    console.log(f"{line}: {row['steps_per_s']} steps/s")
+                    rows.append(row)
+    base_rows = [r for r in rows if r["render_meshes"] == "full" and r["chunk"] == 1]
+    full = {(r["workers"], r["image_px"]): r["steps_per_s"] for r in base_rows}
     for r in rows:
         base = full.get((r["workers"], r["image_px"])) if r["render"] else None
         r["x_full"] = round(r["steps_per_s"] / base, 2) if base else None
@@ -172,6 +196,7 @@ def main() -> None:
         "image px",
         "render",
         "meshes",
+        "chunk",
         "steps/s (total)",
         "steps/s per env",
         "steps/s per worker",
@@ -188,6 +213,7 @@ def main() -> None:
             str(r["image_px"] or "-"),
             "yes" if r["render"] else "no",
             r["render_meshes"] or "-",
+            str(r["chunk"]),
             f"{r['steps_per_s']:.1f}",
             f"{r['steps_per_s_per_env']:.1f}",
             f"{r['steps_per_s_per_worker']:.1f}",
@@ -216,6 +242,7 @@ def main() -> None:
             "sizes": args.sizes,
             "workers": args.workers,
             "render_meshes": meshes,
+            "chunks": args.chunks,
             "envs_per_worker": ENVS_PER_WORKER,
             "tasks": list(bench.tasks),
             "camera": bench.camera,

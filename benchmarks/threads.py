@@ -87,6 +87,7 @@ def _neighbour(kind: str) -> None:
 
         def step() -> None:
             env.step(rng.uniform(-1, 1, 4))
+            env.observe()
     else:
 
         def step() -> None:

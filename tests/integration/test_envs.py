@@ -155,11 +155,31 @@ def test_step_chunk_matches_single_steps_and_stops_at_episode_end():
             obs_s, rew_s, term_s, trunc_s, info_s = stepped.step(actions[:, k])
             np.testing.assert_array_equal(rew_c[:, k], rew_s)
             np.testing.assert_array_equal(trunc_c[:, k], trunc_s)
+        for key in ("image", "proprio", "state"):  # chunk 1: its last frame; chunk 2: the next episode's first
+            np.testing.assert_array_equal(obs_c[key], obs_s[key])
     assert info_c["valid"].tolist() == [[True, True, True, False]] * 2
     assert trunc_c[:, 2].all() and not trunc_c[:, 3].any() and (rew_c[:, 3] == 0).all()
-    np.testing.assert_array_equal(obs_c["state"], obs_s["state"])  # both auto-reset identically
-    np.testing.assert_array_equal(info_c["final_state"], info_s["final_state"])
+    for key in ("image", "proprio", "state"):
+        np.testing.assert_array_equal(info_c[f"final_{key}"], info_s[f"final_{key}"])
+    assert info_c["final_image"].std() > 5  # the episode's last frame was rendered, not left blank
     chunked.close(), stepped.close()
+
+
+def test_a_chunk_renders_only_the_frames_it_returns(monkeypatch):
+    """One frame per camera per chunk (its last), plus one per episode end (the final frame) and reset."""
+    import mujoco
+
+    renders = []
+    render = mujoco.Renderer.render
+    monkeypatch.setattr(mujoco.Renderer, "render", lambda self, *a, **kw: renders.append(1) or render(self, *a, **kw))
+    v = envs.make(env_cfg(max_episode_steps=6, cameras="[corner,topview]"))
+    v.reset(seed=0)
+    assert len(renders) == 2 * 2  # 2 envs x 2 cameras
+    v.step_chunk(np.zeros((2, 4, 4)))  # 4 simulator steps per env, one frame each
+    assert len(renders) == 2 * 2 * 2
+    v.step_chunk(np.zeros((2, 4, 4)))  # the episodes end at their 2nd action: final frame + reset frame
+    assert len(renders) == 2 * 2 * 4
+    v.close()
 
 
 def test_action_repeat_holds_the_action_and_sums_rewards():

@@ -36,7 +36,8 @@ def _episode(mode: str) -> dict:
     actions = np.random.default_rng(0).uniform(-1, 1, (STEPS, 4))
     out = {"image": [env.reset(None, np.random.default_rng(1))["image"]], "qpos": [], "reward": [], "success": []}
     for a in actions:
-        obs, reward, success = env.step(a)
+        reward, success = env.step(a)
+        obs = env.observe()
         out["qpos"].append(env.env.data.qpos.copy())
         out["reward"].append(reward)
         out["success"].append(success)

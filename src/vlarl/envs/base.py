@@ -23,7 +23,9 @@ the final observation. The two are never both true.
 
 **Chunks.** ``step_chunk`` runs the K actions of each env in order. An env whose episode ends at
 chunk index k stops there: actions k+1.. are ignored, ``reward[b, k+1:] = 0``,
-``info["valid"][b, k+1:] = False``, and the flags are set at index k only.
+``info["valid"][b, k+1:] = False``, and the flags are set at index k only. Only the observations it
+returns are read from the simulator (``SingleEnv.observe``): a chunk of K actions renders one frame
+per camera, not K, where the backend renders on demand (MetaWorld, toy).
 
 Every step's ``info`` has ``success`` ``[B]`` (the simulator's success signal at any executed
 step of this call), ``episode_success`` / ``episode_length`` ``[B]`` (valid where the episode
@@ -123,8 +125,12 @@ class SingleEnv(Protocol):
         Returns image [V,H,W,3] uint8, proprio [P] float32, state [S] float32.
         """
 
-    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool]:
-        """Apply ``action [A]``; returns (obs, reward, success)."""
+    def step(self, action: np.ndarray) -> tuple[float, bool]:
+        """Apply ``action [A]``; returns (reward, success). The new observation is read with ``observe``."""
+
+    def observe(self) -> dict[str, np.ndarray]:
+        """The current observation, as ``reset`` returns it; renders the cameras (if the simulator did not
+        while stepping), so a vector env calls it only for the observations a policy or learner reads."""
 
     def close(self) -> None: ...
 
@@ -273,8 +279,9 @@ class SyncVectorEnv(StepFromChunk):
         ep_length = np.zeros(n, np.int64)
         final = {key: np.zeros((n, *self._obs[0][key].shape), self._obs[0][key].dtype) for key in OBS_KEYS}
         for b in range(n):
+            env = self._env(b)
             for k in range(k_len):
-                self._obs[b], r, succ = self._env(b).step(actions[b, k])
+                r, succ = env.step(actions[b, k])
                 self._t[b] += 1
                 valid[b, k] = True
                 reward[b, k] = r
@@ -283,11 +290,14 @@ class SyncVectorEnv(StepFromChunk):
                 term[b, k] = succ and self.cfg.terminate_on_success
                 trunc[b, k] = not term[b, k] and self._t[b] >= self.cfg.max_episode_steps
                 if term[b, k] or trunc[b, k]:
+                    last = env.observe()
                     for key in OBS_KEYS:
-                        final[key][b] = self._obs[b][key]
+                        final[key][b] = last[key]
                     ep_success[b], ep_length[b] = self._ever_success[b], self._t[b]
                     self._reset_one(b)
                     break
+            else:
+                self._obs[b] = env.observe()
         info = {
             "success": success,
             "episode_success": ep_success,

@@ -160,7 +160,9 @@ class LiberoEnv:
         self.env.seed(0)
         self.init_state: np.ndarray | None = None
 
-    def _obs(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def observe(self) -> dict[str, np.ndarray]:
+        """The observation the simulator made at the last reset or step (see ``SingleEnv.observe``)."""
+        raw = self._raw
         views = [raw[f"{cam}_image"][::-1, ::-1] for cam in self.cameras]
         image = np.stack(views) if views else np.zeros((0, self.size, self.size, 3), np.uint8)
         proprio = np.concatenate(
@@ -177,21 +179,22 @@ class LiberoEnv:
         raw = self.env.set_init_state(self.init_state)
         for _ in range(WAIT_STEPS):
             raw, _, _, _ = self.env.step(NOOP)
-        return self._obs(raw)
+        self._raw = raw
+        return self.observe()
 
-    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool]:
+    def step(self, action: np.ndarray) -> tuple[float, bool]:
         """``action [7]`` held for ``action_repeat`` simulator steps (to the first success)."""
         action = np.asarray(action, np.float64).copy()
         if self.openvla_gripper:
             action[-1] = libero_gripper(action[-1])
         total, success = 0.0, False
         for _ in range(self.repeat):
-            raw, reward, _, _ = self.env.step(action)
+            self._raw, reward, _, _ = self.env.step(action)
             total += float(reward)
             success = bool(self.env.check_success())
             if success:
                 break
-        return self._obs(raw), total if self.dense else float(success), success
+        return total if self.dense else float(success), success
 
     def close(self) -> None:
         self.env.close()

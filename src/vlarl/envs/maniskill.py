@@ -138,7 +138,9 @@ class ManiSkillEnv:
                 raise ValueError(f"ManiSkill task {task} has no camera {bad}; its cameras: {', '.join(valid)}")
         self.init_state: np.ndarray | None = None
 
-    def _obs(self, raw: dict[str, Any]) -> dict[str, np.ndarray]:
+    def observe(self) -> dict[str, np.ndarray]:
+        """The observation the simulator made at the last reset or step (see ``SingleEnv.observe``)."""
+        raw = self._raw
         views = [raw["sensor_data"][cam]["rgb"][0].numpy() for cam in self.cameras]
         image = np.stack(views) if views else np.zeros((0, self.size, self.size, 3), np.uint8)
         tcp = _pose(self.sim.agent.tcp)
@@ -156,20 +158,20 @@ class ManiSkillEnv:
         if init_state is None:
             init_state = np.array([2 * rng.integers(SEED_RANGE)], np.float64)
         self.init_state = np.asarray(init_state, np.float64)
-        raw, _ = self.env.reset(seed=int(self.init_state[0]))
-        return self._obs(raw)
+        self._raw, _ = self.env.reset(seed=int(self.init_state[0]))
+        return self.observe()
 
-    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool]:
+    def step(self, action: np.ndarray) -> tuple[float, bool]:
         """``action [7]`` held for ``action_repeat`` control steps (to the first success)."""
         action = np.asarray(action, np.float32)
         total, success = 0.0, False
         for _ in range(self.repeat):
-            raw, reward, _, _, info = self.env.step(action)
+            self._raw, reward, _, _, info = self.env.step(action)
             total += float(reward)
             success = bool(info["success"][0])
             if success:
                 break
-        return self._obs(raw), total if self.dense else float(success), success
+        return total if self.dense else float(success), success
 
     def close(self) -> None:
         self.env.close()

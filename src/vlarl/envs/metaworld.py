@@ -167,13 +167,14 @@ class MetaWorldEnv:
         self.init_state: np.ndarray | None = None
         self._forward = mujoco.mj_forward
 
-    def _obs(self, raw: np.ndarray) -> dict[str, np.ndarray]:
+    def observe(self) -> dict[str, np.ndarray]:
+        """Renders each camera at the current state (see ``SingleEnv.observe``)."""
         views = []
         for cam in self.cameras:
             self.renderer.update_scene(self.env.data, camera=cam)
             views.append(self.renderer.render()[::-1])
         image = np.stack(views) if views else np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
-        raw = raw.astype(np.float32)
+        raw = self._raw.astype(np.float32)
         return {"image": image, "proprio": raw[:PROPRIO_DIM].copy(), "state": raw}
 
     def reset(self, init_state: np.ndarray | None, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -183,30 +184,30 @@ class MetaWorldEnv:
             env._freeze_rand_vec, env.seeded_rand_vec, env.np_random = False, True, rng
         else:
             env._freeze_rand_vec, env._last_rand_vec = True, np.asarray(init_state, np.float64)
-        raw, _ = env.reset()
+        self._raw, _ = env.reset()
         self._forward(env.model, env.data)  # MetaWorld moves goal sites in the model: else frame 0 drew the last goal
         self.phi = 0.0
         self.init_state = env._last_rand_vec.copy()
         env._freeze_rand_vec = True
-        return self._obs(raw)
+        return self.observe()
 
-    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool]:
+    def step(self, action: np.ndarray) -> tuple[float, bool]:
         """``action`` held for ``action_repeat`` simulator steps (to the first success); the reward of
-        ``env.reward`` (see the module docstring)."""
+        ``env.reward`` (see the module docstring). Renders nothing: ``observe`` does."""
         total, success = 0.0, False
         for _ in range(self.repeat):
-            raw, reward, _, _, info = self.env.step(action)
+            self._raw, reward, _, _, info = self.env.step(action)
             total += float(reward)
             success = bool(info["success"])
             if success:
                 break
         if self.reward == "dense":
-            return self._obs(raw), total, success
+            return total, success
         if self.reward == "shaped":
             phi = float(reward) / 10.0
             shaping, self.phi = phi - self.phi, phi
-            return self._obs(raw), float(success) + shaping, success
-        return self._obs(raw), float(success), success
+            return float(success) + shaping, success
+        return float(success), success
 
     def close(self) -> None:
         if self.renderer is not None:

@@ -71,7 +71,7 @@ class ToyEnv:
     def _distance(self) -> float:
         return float(np.linalg.norm(self.gripper - self.discs[self.target]))
 
-    def _obs(self) -> dict[str, np.ndarray]:
+    def observe(self) -> dict[str, np.ndarray]:
         image = np.repeat(draw(self.gripper, self.discs, self.size)[None], self.views, axis=0)
         state = np.concatenate([self.gripper, self.discs.ravel(), np.eye(3)[self.target]]).astype(np.float32)
         return {"image": image, "proprio": self.gripper.astype(np.float32), "state": state}
@@ -79,9 +79,9 @@ class ToyEnv:
     def reset(self, init_state: np.ndarray | None, rng: np.random.Generator) -> dict[str, np.ndarray]:
         self.init_state = sample_init_state(rng) if init_state is None else np.asarray(init_state, float)
         self.gripper, self.discs = self.init_state[:2].copy(), self.init_state[2:].reshape(3, 2).copy()
-        return self._obs()
+        return self.observe()
 
-    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool]:
+    def step(self, action: np.ndarray) -> tuple[float, bool]:
         success = False
         for _ in range(self.repeat):
             self.gripper = np.clip(self.gripper + STEP * np.asarray(action, float), -1, 1)
@@ -89,7 +89,7 @@ class ToyEnv:
             if success:
                 break
         reward = -self._distance() if self.dense else float(success)
-        return self._obs(), reward, success
+        return reward, success
 
     def close(self) -> None:
         pass
