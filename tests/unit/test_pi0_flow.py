@@ -138,6 +138,43 @@ def test_recomputed_log_probs_equal_the_samplers_through_the_expert(method, join
         assert head.mlp[0].weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("method", ["flow_sde", "flow_noise"])
+def test_one_step_rows_take_one_expert_call_and_equal_every_step_rescored(method):
+    """``joint_logprob=false``: each row at its own step in one call, against a loop over every step (values, grads)."""
+    head = NoiseHead(32, 3) if method == "flow_noise" else None
+    prefix, mask, state = _prefix()
+    chain = torch.randn(3, 5, 4, 3, generator=torch.Generator().manual_seed(4))
+    stochastic = flow.stochastic_steps(3, 4, torch.tensor([2, 0, 3]))
+    results = []
+    for fast in (True, False):
+        expert = _expert()
+        if head is not None:
+            torch.manual_seed(1)
+            head = NoiseHead(32, 3)
+        step = expert_step_fn(expert, expert.encode_prefix(prefix, mask), state, head)
+        calls = []
+
+        def counted(x, t, step=step, calls=calls):
+            calls.append(t)
+            return step(x, t)
+
+        if fast:
+            logp = flow.recompute_log_probs(counted, chain, method, 0.5, stochastic)
+            assert len(calls) == 1 and calls[0].tolist() == pytest.approx([0.5, 1.0, 0.25])  # t = 1 - step / 4
+        else:  # the slow reference: every step for every row, masked afterwards
+            grid = flow.time_grid(4)
+            outs = [counted(chain[:, i], grid[i].expand(3)) for i in range(4)]
+            log_std = torch.stack([o[1] for o in outs], 1) if head is not None else None
+            velocities = torch.stack([o[0] for o in outs], 1)
+            logp = flow.chain_log_probs(chain, velocities, method, 0.5, log_std, stochastic)
+        logp.sum().backward()
+        results.append((logp.detach(), expert.action_in_proj.weight.grad.clone()))
+    (fast_logp, fast_grad), (slow_logp, slow_grad) = results
+    assert (fast_logp[stochastic] != 0).all() and (fast_logp[~stochastic] == 0).all()
+    torch.testing.assert_close(fast_logp, slow_logp, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast_grad, slow_grad, atol=1e-5, rtol=1e-4)
+
+
 def test_flow_sde_converges_to_the_ode_as_noise_vanishes():
     expert = _expert()
     prefix, mask, state = _prefix()

@@ -238,11 +238,18 @@ def recompute_log_probs(
     stochastic: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The learner's side: re-run ``step_fn`` (with gradients) at each recorded ``chain [B, N + 1, K, A]`` point and
-    return ``chain_log_probs`` ``[B, N, K, A]``. Steps with no stochastic row are skipped (their log-probs are 0)."""
+    return ``chain_log_probs`` ``[B, N, K, A]``. Steps with no stochastic row are skipped (their log-probs are 0);
+    where each row has one stochastic step (``joint_logprob=false``), one call runs every row at its own step."""
     b, n1 = chain.shape[:2]
     n = n1 - 1
     stochastic = stochastic_steps(b, n, None, chain.device) if stochastic is None else stochastic
     grid = time_grid(n, chain.device)
+    if bool((stochastic.sum(1) == 1).all()):
+        rows, step = torch.arange(b, device=chain.device), stochastic.int().argmax(1)
+        v, log_std = step_fn(chain[rows, step], grid[step])
+        zeros = torch.zeros_like(chain[:, :-1])
+        log_stds = zeros.index_put((rows, step), log_std) if method == "flow_noise" else None
+        return chain_log_probs(chain, zeros.index_put((rows, step), v), method, noise_level, log_stds, stochastic)
     velocities, log_stds = [], []
     for i in range(n):
         if not bool(stochastic[:, i].any()):
