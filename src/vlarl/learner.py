@@ -115,6 +115,8 @@ class Learner:
         self.temperature, self.use_value = temperature, estimator_name(algo) == "gae"  # only GAE reads values
         if algo.freeze_vision:
             policy.freeze_vision()
+        if algo.freeze_backbone:
+            policy.freeze_backbone()
         self.lora = cfg.policy.lora_rank > 0
         groups = policy.param_groups()
         self.optimizer = torch.optim.AdamW(

@@ -89,3 +89,19 @@ def test_a_one_step_pi0_batch_records_the_drawn_steps_the_learner_scores(fresh_p
         )[0]
     torch.testing.assert_close(logp, batch.logprob[t, b], atol=1e-4, rtol=0)
     trainer.venv.close()
+
+
+def test_freeze_backbone_trains_pi0s_expert_and_leaves_its_prefix(fresh_pi0_policy, fresh_policy, tmp_path):
+    """``algo.freeze_backbone``: the trainer's update moves the action expert and value head, not the VLM; the
+    OpenVLA family, whose language model is its policy, refuses it."""
+    extra = (*PI0, "env.num_envs=4", "algo.name=ppo", "algo.critic_warmup=0", "algo.freeze_backbone=true")
+    trainer = Trainer(toy_train_config(fresh_pi0_policy, *extra), tmp_path / "run")
+    before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
+    batch = trainer.collect()
+    trainer.venv.close()
+    trainer.update(batch, *trainer.advantages(batch))
+    changed = {k for k, v in trainer.policy.state_dict().items() if not torch.equal(v, before[k])}
+    assert any(k.startswith("expert.") for k in changed) and any(k.startswith("value_head.") for k in changed)
+    assert not any(k.startswith("model.") for k in changed)
+    with pytest.raises(ValueError, match="freeze_backbone: the openvla family acts through its language model"):
+        Trainer(toy_train_config(fresh_policy, "algo.freeze_backbone=true"), tmp_path / "refused")

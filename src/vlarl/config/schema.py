@@ -384,6 +384,12 @@ class AlgoConfig:
         ge=0,
     )
     freeze_vision: bool = doc(False, "RL leaves the vision towers as SFT left them (no backward through them).")
+    freeze_backbone: bool = doc(
+        False,
+        "RL leaves the whole VLM backbone (vision, projector, language model) as SFT left it and trains the action "
+        "expert and the value head; the learner runs the prefix without a backward pass (pi0 only: the other "
+        "families act through the language model). On the tiny pi0 the prefix is ~85% of an update's compute.",
+    )
     update_fraction: float = doc(
         1.0,
         "Fraction of a batch's trainable steps the update uses, drawn uniformly each iteration (0-1]: the "

@@ -152,6 +152,10 @@ class VLAPolicy(Protocol):
     def freeze_vision(self) -> None:
         """Stop training the vision encoder(s)."""
 
+    def freeze_backbone(self) -> None:
+        """Stop training the VLM backbone (vision, projector, language model): the family's own action module and
+        the value head still learn. A family that acts through its language model refuses (ValueError)."""
+
     def save(self, path: str | Path) -> None:
         """Write the policy to folder ``path`` in its family's checkpoint layout (adapters merged); the family's
         builder loads it back (``policy.checkpoint=<path>``)."""

@@ -93,6 +93,13 @@ class OpenVLAPolicy(nn.Module):
             if model is not None:
                 model.vision_backbone.requires_grad_(False)
 
+    def freeze_backbone(self) -> None:
+        """Refused: this family's actions are its language model's tokens, so only the value head would learn."""
+        raise ValueError(
+            f"algo.freeze_backbone: the {self.FAMILY} family acts through its language model, so only the value "
+            "head would learn; use algo.freeze_vision or LoRA (policy.lora_rank), or policy.family=pi0"
+        )
+
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters: ``value`` (the value head and a separate critic) and ``policy`` (the rest)."""
         value = [*self.value_head.parameters(), *(self.critic.parameters() if self.critic is not None else [])]

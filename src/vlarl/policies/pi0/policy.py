@@ -113,6 +113,10 @@ class Pi0Policy(OpenVLAPolicy):
         width = model.hidden_size if shared else config.width
         self.value_head = ValueHead(width, value_source, detach_critic, outputs=chunk_len)
 
+    def freeze_backbone(self) -> None:
+        """Stop training the prefix (the VLM and any LoRA adapters in it): the expert, noise and value heads learn."""
+        self.model.requires_grad_(False)
+
     def heads(self) -> dict[str, nn.Module]:
         extra = {"expert": self.expert, **({"noise_head": self.noise_head} if self.noise_head is not None else {})}
         return {**super().heads(), **extra}
