@@ -388,7 +388,7 @@ class AlgoConfig:
         False,
         "RL leaves the whole VLM backbone (vision, projector, language model) as SFT left it and trains the action "
         "expert and the value head; the learner runs the prefix without a backward pass (pi0 only: the other "
-        "families act through the language model). On the tiny pi0 the prefix is ~85% of an update's compute.",
+        "families act through the language model). A tiny-pi0 micro-batch: 1.67x faster (benchmarks/pi0_update.py).",
     )
     update_fraction: float = doc(
         1.0,
